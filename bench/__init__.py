@@ -1,0 +1,1 @@
+"""Benchmarks that print figures and ratios (run as python -m bench.<name>)."""

@@ -1,0 +1,1 @@
+"""LibriSpeech download, preparation and verification; never imports the model."""

@@ -1,0 +1,33 @@
+"""The 29 output labels: the single definition used by preparation, training and decoding.
+
+Index 0 is the CTC blank, index 28 the space, as in the 2018 reference's labels.json.
+"""
+
+BLANK = 0
+LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
+assert len(LABELS) == 29
+
+_INDEX = {char: i for i, char in enumerate(LABELS) if i != BLANK}
+
+
+class UnknownCharacter(ValueError):
+    """A transcript holds a character outside the 28 non-blank labels."""
+
+
+def normalise(text: str) -> str:
+    """Upper-case and collapse runs of white space; LibriSpeech transcripts already are."""
+    return " ".join(text.upper().split())
+
+
+def encode(text: str) -> list[int]:
+    """Transcript -> label indices (1..28). Raises UnknownCharacter naming the character."""
+    try:
+        return [_INDEX[char] for char in text]
+    except KeyError as err:
+        char = err.args[0]
+        raise UnknownCharacter(f"character {char!r} (U+{ord(char):04X}) is not one of the labels {LABELS[1:]!r}") from None
+
+
+def decode(indices) -> str:
+    """Label indices (no blanks) -> text."""
+    return "".join(LABELS[i] for i in indices)

@@ -1,0 +1,45 @@
+"""Facts about LibriSpeech (openslr resource 12): the one place they are written down."""
+
+from dataclasses import dataclass
+
+MIRROR = "https://www.openslr.org/resources/12"
+
+
+@dataclass(frozen=True)
+class Subset:
+    name: str
+    md5: str  # of <name>.tar.gz
+    bytes: int  # size of <name>.tar.gz
+    utterances: int
+
+
+SUBSETS = {
+    s.name: s
+    for s in (
+        Subset("dev-clean", "42e2234ba48799c1f50f24a7926300a1", 337_926_286, 2_703),
+        Subset("dev-other", "c8d0bcc9cca99d4f8b62fcc847357931", 314_305_928, 2_864),
+        Subset("test-clean", "32fa31d27d2e1cad72775fee3f4849a9", 346_663_984, 2_620),
+        Subset("test-other", "fb5a50374b501bb3bac4815ee91d3135", 328_757_843, 2_939),
+        Subset("train-clean-100", "2a93770f6d5c6c964bc36631d331a522", 6_387_309_499, 28_539),
+        Subset("train-clean-360", "c0e676e450a7ff2f54aeade5171606fa", 23_049_477_885, 104_014),
+        Subset("train-other-500", "d1a0fd59409feb2c614ce4d30c387708", 30_593_501_606, 148_688),
+    )
+}
+
+# The three splits the benchmark uses, each the union of LibriSpeech subsets.
+SPLITS = {
+    "train": ("train-clean-100", "train-clean-360", "train-other-500"),
+    "val": ("dev-clean", "dev-other"),
+    "test": ("test-clean", "test-other"),
+}
+
+SAMPLE_RATE = 16_000  # every LibriSpeech FLAC is 16 kHz, mono, 16 bit
+
+
+def archive_name(subset: str) -> str:
+    return f"{subset}.tar.gz"
+
+
+def official_md5s() -> dict[str, str]:
+    """archive file name -> md5, in the form of an md5sum.txt."""
+    return {archive_name(s.name): s.md5 for s in SUBSETS.values()}

@@ -1,0 +1,1 @@
+"""DeepSpeech2 model, data loading, decoding and the training loop."""
