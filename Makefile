@@ -1,0 +1,28 @@
+# The three commands of the README. Everything runs from the repo's .venv, which `make setup` makes.
+PY := .venv/bin/python
+SETUP_STAMP := .venv/.setup-done
+
+.PHONY: setup test test-all demo clean-demo help
+
+help:
+	@echo "make setup     create .venv and install everything (Debian packages too)"
+	@echo "make demo      the whole benchmark end to end on a synthetic corpus, on this CPU"
+	@echo "make test      the test suite (what CI runs); make test-all includes the slow tests"
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): requirements.txt requirements-test.txt pyproject.toml scripts/setup.sh
+	scripts/setup.sh
+	touch $(SETUP_STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ''
+
+demo: setup
+	./demo.sh
+
+clean-demo:
+	rm -rf demo

@@ -1,0 +1,168 @@
+"""Inference latency of the acoustic model, per batch size and utterance duration (after NVIDIA Jasper).
+
+The model alone is timed: inputs are random features of the given duration (a padded batch of
+identical lengths), so neither audio decoding nor feature extraction nor CTC decoding is counted.
+Weights are random unless --checkpoint is given; latency does not depend on their values.
+
+    python -m bench.inference_latency                       # preset=demo, the default grid
+    python -m bench.inference_latency preset=tiny --batch-sizes 1,2 --durations 0.5 --iterations 3
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+import params
+from data.features import frame_count
+from pytorch import results
+from pytorch.checkpoint import CheckpointError
+from pytorch.evaluate import load_model, with_precision
+from pytorch.model import MIN_FRAMES, DeepSpeech2
+from pytorch.train import autocast
+
+PERCENTILES = (50, 90, 95, 99)
+COLUMNS = ["model", "batch", "duration (s)", "avg (ms)"] + [f"p{q} (ms)" for q in PERCENTILES] + ["utt/s", "audio-s/s"]
+
+
+def frames_for(duration: float, p: params.Params) -> int:
+    """Feature frames of `duration` seconds of audio (centred STFT frames: 1 + samples // hop)."""
+    return frame_count(round(duration * p.sample_rate), p)
+
+
+def time_forward(model, p, batch: int, duration: float, device, warmup: int, iterations: int, precision: str) -> list[float]:
+    """Seconds per forward pass of a (batch, n_features, frames) input, `iterations` times after `warmup`."""
+    frames = frames_for(duration, p)
+    features = torch.randn(batch, p.n_features, frames, device=device)
+    lengths = torch.full((batch,), frames, dtype=torch.long, device=device)
+    times = []
+    with torch.inference_mode(), autocast(with_precision(p, precision), torch.device(device)):
+        for step in range(warmup + iterations):
+            _sync(device)
+            start = time.perf_counter()
+            model(features, lengths)
+            _sync(device)
+            if step >= warmup:
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def _sync(device) -> None:
+    # CUDA kernels run asynchronously: without a barrier we would time the launch, not the work.
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarise(label: str, batch: int, duration: float, times: list[float]) -> dict:
+    """Latency statistics in ms and throughput of one grid point."""
+    ms = np.asarray(times) * 1000.0
+    mean_s = statistics.fmean(times)
+    row = {"model": label, "batch": batch, "duration_s": duration, "iterations": len(times), "avg_ms": float(ms.mean())}
+    row |= {f"p{q}_ms": float(np.percentile(ms, q)) for q in PERCENTILES}
+    row |= {"utterances_per_s": batch / mean_s, "audio_s_per_s": batch * duration / mean_s}
+    return row
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        cells = [r["model"], str(r["batch"]), f"{r['duration_s']:g}", f"{r['avg_ms']:.1f}"]
+        cells += [f"{r[f'p{q}_ms']:.1f}" for q in PERCENTILES]
+        cells += [f"{r['utterances_per_s']:.1f}", f"{r['audio_s_per_s']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number_list(kind):
+    def convert(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated {kind.__name__}s") from None
+        if not values or any(v <= 0 for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected positive {kind.__name__}s")
+        return values
+
+    return convert
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.inference_latency",
+        description="Time the DeepSpeech2 forward pass per batch size and duration; print a markdown table.",
+        epilog="Parameters are key=value words as for training (default preset=demo). Latency is of the "
+        "model's forward pass only (eval mode, torch.inference_mode), on random input features.",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="model parameters (see params.py)")
+    parser.add_argument("--batch-sizes", type=_number_list(int), default=[1, 2, 4, 8, 16], help="default 1,2,4,8,16")
+    parser.add_argument("--durations", type=_number_list(float), default=[2.0, 7.0, 16.7], help="seconds; default 2,7,16.7")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per grid point (default 1)")
+    parser.add_argument("--iterations", type=int, default=5, help="timed steps per grid point (default 5)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast dtype (default fp32)")
+    parser.add_argument("--checkpoint", help="take weights and parameters from this checkpoint (no key=value then)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", metavar="FILE", help="also write the setup and rows as JSON to FILE")
+    parser.add_argument("--full", action="store_true", help="also time the full-size model (default params), batch 1 x 2 s, once")
+    args = parser.parse_intermixed_args(argv)
+    if args.warmup < 0 or args.iterations < 1:
+        parser.error("--warmup must be >= 0 and --iterations >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads {args.threads}: must be at least 1")
+    if args.checkpoint and args.overrides:
+        parser.error("give either --checkpoint or key=value parameters, not both")
+    return args
+
+
+def build_model(args):
+    """(model in eval mode on args.device, its Params, a label for the table)."""
+    if args.checkpoint:
+        model, p = load_model(args.checkpoint, args.device)
+        return model, p, os.path.basename(args.checkpoint)
+    words = args.overrides if any(w.startswith("preset=") for w in args.overrides) else ["preset=demo", *args.overrides]
+    p = params.parse(words)
+    torch.manual_seed(p.seed)
+    return DeepSpeech2(p).to(args.device).eval(), p, " ".join(words)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model, p, label = build_model(args)
+    except (params.ParamError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    too_short = [d for d in args.durations if frames_for(d, p) < MIN_FRAMES]
+    if too_short:
+        print(f"error: --durations {too_short}: the model needs at least {MIN_FRAMES} frames "
+              f"({(MIN_FRAMES - 1) * p.hop_length / p.sample_rate:g} s)", file=sys.stderr)
+        return 2
+    n_params = sum(t.numel() for t in model.parameters())
+    print(f"device {args.device}, {torch.get_num_threads()} threads, precision {args.precision}, "
+          f"{label}: {n_params:,} parameters, {p.n_features} features")
+    rows = []
+    for duration in args.durations:
+        for batch in args.batch_sizes:
+            times = time_forward(model, p, batch, duration, args.device, args.warmup, args.iterations, args.precision)
+            rows.append(summarise(label, batch, duration, times))
+            print(f"  batch {batch:3d} x {duration:g} s: {rows[-1]['avg_ms']:.1f} ms", flush=True)
+    if args.full:
+        full_p = params.make()
+        full = DeepSpeech2(full_p).to(args.device).eval()
+        times = time_forward(full, full_p, 1, 2.0, args.device, 0, 1, args.precision)
+        rows.append(summarise("full size (defaults)", 1, 2.0, times))
+    print(markdown_table(rows))
+    if args.json:
+        setup = {"device": str(args.device), "threads": torch.get_num_threads(), "precision": args.precision, "parameters": n_params}
+        results.write_json(args.json, {**setup, "params": p.to_dict(), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Synthesise a LibriSpeech-format corpus with espeak-ng, for tests and the CPU demo.
+
+Writes DIR/<subset>.tar.gz laid out exactly like LibriSpeech's archives
+(LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac, 16 kHz mono 16-bit FLAC,
+plus one <speaker>-<chapter>.trans.txt per chapter) and DIR/md5sum.txt, so every later stage
+(download from a mirror, md5 check, extraction, preparation) runs unchanged on it.
+
+The archives are byte-for-byte reproducible for a given seed and espeak-ng version: every random
+choice is made in the parent process from seeded generators, tar members have fixed order, times
+and owners, and the gzip header carries no time or file name.
+"""
+
+import argparse
+import gzip
+import hashlib
+import io
+import multiprocessing
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+from tqdm import tqdm
+
+from data.librispeech import SAMPLE_RATE, SUBSETS, archive_name
+from data.sentences import sentences, split_for_subset
+
+ESPEAK = "espeak-ng"
+VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4")
+SPEED = (145, 185)  # words per minute of a speaker; each utterance varies it by up to SPEED_JITTER
+SPEED_JITTER = 10
+PITCH = (30, 70)  # espeak-ng's 0-99 pitch scale
+MAX_SPEAKERS = 40
+UTTERANCES_PER_SPEAKER = 50  # speakers grow with the subset until MAX_SPEAKERS
+KEEP_SILENCE = 0.1  # s of leading/trailing silence kept when trimming
+SILENCE_LEVEL = 0.01  # |amplitude| below this counts as silence
+BATCH = 32  # utterances per worker task: amortises inter-process overhead, keeps progress fluid
+MTIME = 1_400_000_000  # fixed member time (2014, like LibriSpeech) so the md5 depends on content only
+GZIP_LEVEL = 1  # FLAC barely compresses further; a higher level only costs time
+
+
+class SynthesisError(RuntimeError):
+    """espeak-ng is missing or failed, or the request is malformed."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    uid: str  # <speaker>-<chapter>-<utt:04d>
+    text: str
+    voice: str  # espeak-ng -v argument
+    speed: int
+    pitch: int
+
+
+@dataclass(frozen=True)
+class Chapter:
+    speaker: int
+    chapter: int
+    utterances: tuple[Utterance, ...]
+
+    @property
+    def directory(self) -> str:
+        return f"{self.speaker}/{self.chapter}"
+
+
+# --- planning: every random choice, made in the parent process ---------------------------------
+def _split_evenly(items: list, parts: int) -> list[list]:
+    """Contiguous, near-equal slices; the first len % parts slices get one extra item."""
+    size, extra = divmod(len(items), parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [items[bounds[i] : bounds[i + 1]] for i in range(parts)]
+
+
+def plan_subset(subset: str, texts: list[str], seed: int) -> list[Chapter]:
+    """Assign texts to speakers (voice, speed, pitch) and chapters, LibriSpeech-style ids.
+
+    Speaker ids come from a range of their own per subset, so no speaker occurs in two subsets.
+    """
+    rng = random.Random(f"speakers:{subset}:{seed}")
+    n_speakers = min(len(texts), max(2, min(MAX_SPEAKERS, len(texts) // UTTERANCES_PER_SPEAKER)))
+    index = list(SUBSETS).index(subset)
+    speaker_ids = sorted(rng.sample(range(100 + 1000 * index, 1000 + 1000 * index), n_speakers))
+    chapter_ids = iter(sorted(rng.sample(range(10_000 + 20_000 * index, 30_000 + 20_000 * index), 2 * n_speakers)))
+    chapters = []
+    for speaker, speaker_texts in zip(speaker_ids, _split_evenly(texts, n_speakers)):
+        variant = rng.choice(VARIANTS)
+        voice = rng.choice(VOICES) + (f"+{variant}" if variant else "")
+        speed, pitch = rng.randint(*SPEED), rng.randint(*PITCH)
+        n_chapters = 2 if len(speaker_texts) >= 4 else 1
+        for chapter_texts in _split_evenly(speaker_texts, n_chapters):
+            chapter = next(chapter_ids)
+            utterances = tuple(
+                Utterance(f"{speaker}-{chapter}-{i:04d}", text, voice, speed + rng.randint(-SPEED_JITTER, SPEED_JITTER), pitch)
+                for i, text in enumerate(chapter_texts)
+            )
+            chapters.append(Chapter(speaker, chapter, utterances))
+    return chapters
+
+
+def plan(counts: dict[str, int], seed: int) -> dict[str, list[Chapter]]:
+    """Subsets sharing a split draw one sentence list and take consecutive slices of it
+    (in data.librispeech.SUBSETS order), so e.g. train-clean-100 and train-clean-360 never repeat
+    each other's sentences."""
+    by_split: dict[str, list[str]] = {}
+    for subset in SUBSETS:
+        if subset in counts:
+            by_split.setdefault(split_for_subset(subset), []).append(subset)
+    plans = {}
+    for split, subsets in by_split.items():
+        texts = sentences(split, sum(counts[s] for s in subsets), seed)
+        for subset in subsets:
+            plans[subset], texts = plan_subset(subset, texts[: counts[subset]], seed), texts[counts[subset] :]
+    return {subset: plans[subset] for subset in counts}
+
+
+# --- rendering: runs in worker processes -------------------------------------------------------
+def trim(audio: np.ndarray, rate: int) -> np.ndarray:
+    """(S,) -> (S',): drop leading/trailing silence beyond KEEP_SILENCE seconds."""
+    loud = np.flatnonzero(np.abs(audio) >= SILENCE_LEVEL)
+    if loud.size == 0:
+        return audio
+    keep = round(KEEP_SILENCE * rate)
+    return audio[max(0, loud[0] - keep) : loud[-1] + 1 + keep]
+
+
+def speak(utterance: Utterance) -> np.ndarray:
+    """espeak-ng -> (S,) int16 at 16 kHz, silence trimmed."""
+    command = [ESPEAK, "-v", utterance.voice, "-s", str(utterance.speed), "-p", str(utterance.pitch), "--stdout", utterance.text]
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0 or len(result.stdout) <= 44:
+        raise SynthesisError(
+            f"utterance {utterance.uid}: espeak-ng failed (exit {result.returncode}) on {utterance.text!r} "
+            f"with voice {utterance.voice}: {result.stderr.decode(errors='replace').strip()}"
+        )
+    audio, rate = soundfile.read(io.BytesIO(result.stdout), dtype="float32")
+    audio = trim(soxr.resample(audio, rate, SAMPLE_RATE), SAMPLE_RATE)
+    return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def flac_bytes(samples: np.ndarray) -> bytes:
+    """(S,) int16 -> a 16 kHz mono 16-bit FLAC file's bytes."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def render(batch: list[Utterance]) -> list[tuple[bytes, int]]:
+    """Worker task: each utterance -> (FLAC bytes, number of samples)."""
+    rendered = []
+    for utterance in batch:
+        samples = speak(utterance)
+        rendered.append((flac_bytes(samples), len(samples)))
+    return rendered
+
+
+# --- archiving ----------------------------------------------------------------------------------
+def _member(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    info.size = size
+    info.mtime = MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_member(name, len(data)), io.BytesIO(data))
+
+
+def _batches(chapters: list[Chapter]) -> list[list[Utterance]]:
+    return [list(c.utterances[i : i + BATCH]) for c in chapters for i in range(0, len(c.utterances), BATCH)]
+
+
+def write_archive(path: Path, subset: str, chapters: list[Chapter], rendered, progress: tqdm) -> float:
+    """Stream one subset's tar.gz to a temporary name beside `path`, then rename it into place.
+
+    `rendered` yields render() results for _batches(chapters), in order. Returns audio seconds.
+    """
+    temporary = path.with_name(f".{path.name}.tmp")
+    seconds = 0.0
+    try:
+        with open(temporary, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                root = f"LibriSpeech/{subset}"
+                for directory in ("LibriSpeech", root):
+                    tar.addfile(_member(directory, directory=True))
+                speakers_done = set()
+                for chapter in chapters:
+                    if chapter.speaker not in speakers_done:
+                        speakers_done.add(chapter.speaker)
+                        tar.addfile(_member(f"{root}/{chapter.speaker}", directory=True))
+                    tar.addfile(_member(f"{root}/{chapter.directory}", directory=True))
+                    lines = []
+                    for start in range(0, len(chapter.utterances), BATCH):
+                        for utterance, (flac, n_samples) in zip(chapter.utterances[start : start + BATCH], next(rendered)):
+                            _add_file(tar, f"{root}/{chapter.directory}/{utterance.uid}.flac", flac)
+                            lines.append(f"{utterance.uid} {utterance.text}\n")
+                            seconds += n_samples / SAMPLE_RATE
+                            progress.update(1)
+                    transcript = f"{root}/{chapter.directory}/{chapter.speaker}-{chapter.chapter}.trans.txt"
+                    _add_file(tar, transcript, "".join(sorted(lines)).encode())
+            gz.flush()
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return seconds
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_md5sums(out_dir: Path) -> Path:
+    """DIR/md5sum.txt: `<md5>  <name>.tar.gz` for every archive in DIR, sorted by name."""
+    lines = [f"{md5_of(p)}  {p.name}\n" for p in sorted(out_dir.glob("*.tar.gz"))]
+    target = out_dir / "md5sum.txt"
+    temporary = out_dir / ".md5sum.txt.tmp"
+    temporary.write_text("".join(lines))
+    os.replace(temporary, target)
+    return target
+
+
+# --- entry points -------------------------------------------------------------------------------
+def check_request(counts: dict[str, int], seed: int, jobs: int) -> None:
+    for subset, count in counts.items():
+        if subset not in SUBSETS:
+            raise SynthesisError(f"subset {subset!r}: not a LibriSpeech subset; choose from {', '.join(SUBSETS)}")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise SynthesisError(f"subset {subset}: count {count!r} must be a whole number >= 1")
+    if not counts:
+        raise SynthesisError("no subsets requested")
+    if not isinstance(seed, int) or seed < 0:
+        raise SynthesisError(f"seed {seed!r}: must be a whole number >= 0")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise SynthesisError(f"jobs {jobs!r}: must be a whole number >= 1")
+    if shutil.which(ESPEAK) is None:
+        raise SynthesisError(f"{ESPEAK} is not installed or not on PATH: run `make setup` or `apt-get install espeak-ng`")
+
+
+def synthesize(out_dir, counts: dict[str, int], seed: int = 1, jobs: int = 2) -> list[Path]:
+    """Write DIR/<subset>.tar.gz for each {subset: utterances} and DIR/md5sum.txt; return the archives.
+
+    Workers are spawned (safe in a process that already runs threads, e.g. torch), so a script
+    calling this with jobs > 1 needs the usual `if __name__ == "__main__":` guard.
+    """
+    check_request(counts, seed, jobs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plans = plan(counts, seed)
+    batches = [batch for subset in counts for batch in _batches(plans[subset])]
+    pool = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else None
+    try:
+        rendered = pool.imap(render, batches) if pool else map(render, batches)
+        paths = []
+        with tqdm(total=sum(counts.values()), unit="utt", desc="synthesize") as progress:
+            for subset in counts:
+                progress.set_description(subset)
+                path = out_dir / archive_name(subset)
+                write_archive(path, subset, plans[subset], rendered, progress)
+                paths.append(path)
+    finally:
+        if pool:
+            pool.terminate()
+            pool.join()
+    write_md5sums(out_dir)
+    return paths
+
+
+def parse_subsets(text: str) -> dict[str, int]:
+    """'dev-clean:200,train-clean-100:2000' -> {'dev-clean': 200, 'train-clean-100': 2000}."""
+    counts: dict[str, int] = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, sep, count = entry.partition(":")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{entry!r}: expected NAME:COUNT, e.g. dev-clean:200")
+        if name not in SUBSETS:
+            raise argparse.ArgumentTypeError(f"{name!r}: not a LibriSpeech subset; choose from {', '.join(SUBSETS)}")
+        if name in counts:
+            raise argparse.ArgumentTypeError(f"{name!r} is given twice")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"{entry!r}: COUNT must be a whole number >= 1")
+        counts[name] = int(count)
+    if not counts:
+        raise argparse.ArgumentTypeError("no subsets given; expected NAME:COUNT,...")
+    return counts
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number >= 1")
+    return int(text)
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number >= 0")
+    return int(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data.synthesize",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Synthesise a LibriSpeech-format corpus (tar.gz archives + md5sum.txt) with espeak-ng.",
+        epilog="Example: python -m data.synthesize --out /tmp/corpus --subsets train-clean-100:2000,dev-clean:200",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="directory for <subset>.tar.gz and md5sum.txt")
+    parser.add_argument("--subsets", required=True, type=parse_subsets, help=f"NAME:COUNT,... with NAME one of {', '.join(SUBSETS)}")
+    parser.add_argument("--seed", type=_non_negative, default=1, help="seed of sentences, voices and ids (default 1)")
+    parser.add_argument("--jobs", type=_positive, default=2, help="espeak-ng worker processes (default 2)")
+    args = parser.parse_args(argv)
+    try:
+        for path in synthesize(args.out, args.subsets, args.seed, args.jobs):
+            print(path)
+    except SynthesisError as err:
+        print(f"synthesize: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

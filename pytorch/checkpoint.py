@@ -1,0 +1,127 @@
+"""Checkpoints that let a stopped run continue exactly: <results-dir>/checkpoints/{last,best}.pt.
+
+A checkpoint is a plain dict of tensors and Python primitives, so `torch.load(weights_only=True)`
+reads it (no pickled code). Model and optimiser state are saved from the unwrapped model, so a
+checkpoint written by one world size resumes in another.
+"""
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import params
+
+# Parameters that change the model's tensors or the features it reads: a checkpoint made with other
+# values cannot be resumed. Optimisation knobs (lr, epochs, ...) may change between segments.
+MODEL_PARAMS = (
+    "feature", "sample_rate", "window_size", "window_stride", "window", "n_mels", "n_mfcc",
+    "conv_channels", "rnn_type", "hidden_size", "hidden_layers", "bidirectional",
+)  # fmt: skip
+FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or belongs to another model."""
+
+
+def checkpoint_dir(results_dir: Path) -> Path:
+    return Path(results_dir) / "checkpoints"
+
+
+def save(path: Path, state: dict) -> None:
+    """torch.save to a temporary name in the same directory, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint to resume from (run without --resume first)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file; all mean the same here
+        raise CheckpointError(f"{path}: cannot read checkpoint: {err}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint of this trainer (format {FORMAT})")
+    return state
+
+
+def check_compatible(saved: dict, p: params.Params, path: Path) -> None:
+    """Refuse a checkpoint whose model-defining parameters differ from p, naming them."""
+    current = p.to_dict()
+    differ = [name for name in MODEL_PARAMS if saved.get(name) != current[name]]
+    if differ:
+        detail = ", ".join(f"{n}={saved.get(n)!r} in checkpoint but {current[n]!r} now" for n in differ)
+        raise CheckpointError(f"{path}: checkpoint was made for another model: {detail}")
+
+
+def rng_state() -> dict:
+    """Every random generator's state, as tensors and plain types (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }  # fmt: skip
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def snapshot(model, optimizer, scaler, p: params.Params, progress: dict) -> dict:
+    """Everything a resumed run needs. progress: epoch (completed), step, metrics, best_wer, ..."""
+    return {
+        "format": FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng_state(),
+        "params": p.to_dict(),
+        "progress": progress,
+    }
+
+
+def restore(state: dict, model, optimizer, scaler) -> dict:
+    """Load a snapshot into model/optimiser/scaler and the RNGs; returns its progress dict."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return state["progress"]
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make target the same file as source (a hard link: no second write of a large model), atomically."""
+    tmp = Path(target).with_name(f".{Path(target).name}.tmp-{os.getpid()}")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # file systems without hard links
+            tmp.write_bytes(Path(source).read_bytes())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,197 @@
+"""DeepSpeech2 exactly as the 2018 reference lists it, made exact under padding.
+
+Two 2-D convolutions (frequency x time, no padding) with BatchNorm and Hardtanh(0, 20), a stack of
+recurrent layers (bidirectional: the two directions summed) and a per-frame BatchNorm + Linear head.
+
+Differences from the reference, all about padded batches (the listing and parameter count are the same):
+- frames beyond a sample's length are zeroed after every block, and BatchNorm in training uses the
+  statistics of valid frames only, so padding never changes a sample's result;
+- the backward direction reverses each sequence within its own length (no pack_padded_sequence, which
+  makes torch's CPU GRU 1.3-1.5x slower), so trailing padding never reaches a valid frame;
+- forward() returns log-probabilities (float32) in training and inference: torch's CTCLoss needs them,
+  and doing it inside forward keeps DistributedDataParallel's hooks on the one call the trainer makes.
+  The reference applied log-softmax only at inference because warp-ctc took raw activations. Greedy
+  decoding is unchanged (log-softmax is monotonic); `logits()` gives the raw activations.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from data.labels import LABELS
+from params import Params
+
+RNN_CLASSES = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
+
+# (kernel, stride) of the two convolutions along (frequency, time).
+CONV1 = ((41, 11), (2, 2))
+CONV2 = ((21, 11), (2, 1))
+MIN_FRAMES = 31  # shortest input (frames) with at least one output frame: T2 = (T - 11)//2 + 1 - 10
+
+
+def conv_frequencies(n_features: int) -> int:
+    """Frequency bins left after both convolutions (161 -> 61 -> 21)."""
+    f1 = (n_features - CONV1[0][0]) // CONV1[1][0] + 1
+    f2 = (f1 - CONV2[0][0]) // CONV2[1][0] + 1
+    if f1 < 1 or f2 < 1:
+        raise ValueError(
+            f"n_features={n_features}: too few feature bins for the convolutions' 41 x 21 frequency kernels "
+            f"(need at least {CONV1[0][0] + CONV1[1][0] * (CONV2[0][0] - 1)}); raise window_size or pick feature=spectrogram"
+        )
+    return f2
+
+
+def conv1_lengths(lengths: torch.Tensor) -> torch.Tensor:
+    """Frames after the first convolution: T1 = (T - 11)//2 + 1, at least 0. (N,) -> (N,)."""
+    return ((lengths - 11).div(2, rounding_mode="floor") + 1).clamp(min=0)
+
+
+def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
+    """Output frames per sample: T2 = T1 - 10, 0 when the input is too short for the convs. (N,) -> (N,)."""
+    return (conv1_lengths(lengths) - 10).clamp(min=0)
+
+
+def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """(N,) lengths -> (N, frames) bool, True on a sample's valid frames."""
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BatchNorm over the valid positions of x only.
+
+    x: (N, C, ...) with channels on dim 1; mask: float, broadcastable to x with size 1 on dim 1,
+    1 on valid positions. In training the batch statistics are those of the valid positions and the
+    running statistics are updated as nn.BatchNorm does (unbiased variance); in eval mode, or once
+    the module became a SyncBatchNorm (CUDA distributed), the module runs as it is.
+    """
+    if not bn.training or isinstance(bn, nn.SyncBatchNorm) or not bn.track_running_stats:
+        return bn(x)
+    dims = [d for d in range(x.dim()) if d != 1]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    x, mask = x.float(), mask.float()
+    count = mask.expand(x.shape[:1] + (1,) + x.shape[2:]).sum()
+    mean = (x * mask).sum(dims) / count.clamp(min=1)
+    centred = x - mean.view(shape)
+    var = (centred.square() * mask).sum(dims) / count.clamp(min=1)
+    _update_running_stats(bn, mean.detach(), var.detach(), count)
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        return centred * (scale * bn.weight).view(shape) + bn.bias.view(shape)
+    return centred * scale.view(shape)
+
+
+@torch.no_grad()
+def _update_running_stats(bn, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
+    """The running-average update of nn.BatchNorm, with the valid-position count n: var * n/(n-1)."""
+    bn.num_batches_tracked.add_(1)
+    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    unbiased = var * (count / (count - 1).clamp(min=1))
+    bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), factor)
+    bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), factor)
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence's first lengths[n] frames, leaving its padding at the tail.
+
+    x: (T, N, H), lengths: (N,) on x's device -> (T, N, H). Applying it twice gives x back.
+    """
+    frames = x.shape[0]
+    t = torch.arange(frames, device=x.device)[:, None]
+    index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+    return x.gather(0, index[:, :, None].expand_as(x))
+
+
+class BatchRNN(nn.Module):
+    """One recurrent layer; bidirectional = a forward and a backward unidirectional RNN, summed.
+
+    Two unidirectional modules hold exactly the parameters of one bidirectional nn.GRU.
+    """
+
+    def __init__(self, rnn_type: str, input_size: int, hidden_size: int, bidirectional: bool):
+        super().__init__()
+        rnn_class = RNN_CLASSES[rnn_type]
+        self.fwd = rnn_class(input_size, hidden_size, bias=True)
+        self.bwd = rnn_class(input_size, hidden_size, bias=True) if bidirectional else None
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (T, N, I), lengths (N,), mask (T, N, 1) float -> (T, N, H), zero beyond each length."""
+        out = self.fwd(x)[0]
+        if self.bwd is not None:
+            backward = self.bwd(reverse_within_lengths(x, lengths))[0]
+            out = out + reverse_within_lengths(backward, lengths)
+        return out * mask.to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return "directions summed" if self.bwd is not None else ""
+
+
+class DeepSpeech2(nn.Module):
+    """Spectrogram frames (N, F, T) -> per-frame label log-probabilities (T', N, 29)."""
+
+    def __init__(self, p: Params):
+        super().__init__()
+        self.n_features = p.n_features
+        channels = p.conv_channels
+        rnn_input = channels * conv_frequencies(p.n_features)
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, kernel_size=CONV1[0], stride=CONV1[1]),
+            nn.BatchNorm2d(channels),
+            nn.Hardtanh(0, 20, inplace=True),
+            nn.Conv2d(channels, channels, kernel_size=CONV2[0], stride=CONV2[1]),
+            nn.BatchNorm2d(channels),
+            nn.Hardtanh(0, 20, inplace=True),
+        )
+        sizes = [rnn_input] + [p.hidden_size] * (p.hidden_layers - 1)
+        self.rnns = nn.ModuleList(BatchRNN(p.rnn_type, size, p.hidden_size, p.bidirectional) for size in sizes)
+        self.fc = nn.Sequential(nn.BatchNorm1d(p.hidden_size), nn.Linear(p.hidden_size, len(LABELS), bias=False))
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (N, F, T), lengths (N,) -> (log-probs (T', N, 29) float32, out_lengths (N,)).
+
+        out_lengths is on the device of `lengths` and is 0 for inputs shorter than 31 frames.
+        """
+        logits, out_lengths = self.logits(features, lengths)
+        return F.log_softmax(logits.float(), dim=-1), out_lengths
+
+    def logits(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (N, F, T), lengths (N,) -> (raw activations (T', N, 29), out_lengths (N,))."""
+        self._check_input(features, lengths)
+        lengths_here = lengths.to(features.device)
+        x = self._convs(features.unsqueeze(1), lengths_here)  # (N, C, F2, T2)
+        n, c, f, t = x.shape
+        x = x.reshape(n, c * f, t).permute(2, 0, 1).contiguous()  # (T2, N, C*F2): channel-major, as the reference
+        out_here = output_lengths(lengths_here)
+        mask = frame_mask(out_here, t).t()[:, :, None].float()  # (T2, N, 1)
+        for rnn in self.rnns:
+            x = rnn(x, out_here, mask)
+        return self._head(x, mask), output_lengths(lengths)
+
+    def _check_input(self, features: torch.Tensor, lengths: torch.Tensor) -> None:
+        if features.dim() != 3 or features.shape[1] != self.n_features:
+            raise ValueError(
+                f"features of shape {tuple(features.shape)}: expected (batch, n_features={self.n_features}, frames)"
+            )
+        if lengths.shape != features.shape[:1]:
+            raise ValueError(f"lengths of shape {tuple(lengths.shape)}: expected ({features.shape[0]},)")
+        if features.shape[2] < MIN_FRAMES:
+            raise ValueError(
+                f"features have {features.shape[2]} frames: the convolutions need at least {MIN_FRAMES} "
+                "(drop shorter utterances)"
+            )
+
+    def _convs(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x (N, 1, F, T) -> (N, C, F2, T2), zero beyond each sample's frames."""
+        conv1, bn1, act1, conv2, bn2, act2 = self.conv
+        for conv, bn, act, frames_of in ((conv1, bn1, act1, conv1_lengths), (conv2, bn2, act2, output_lengths)):
+            x = conv(x)
+            mask = frame_mask(frames_of(lengths), x.shape[3])[:, None, None, :].float()  # (N, 1, 1, T)
+            x = act(masked_batch_norm(bn, x, mask))
+            x = x * mask.to(x.dtype)
+        return x
+
+    def _head(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (T, N, H), mask (T, N, 1) -> (T, N, 29): BatchNorm1d + Linear applied to every frame."""
+        bn, linear = self.fc
+        t, n, h = x.shape
+        flat = masked_batch_norm(bn, x.reshape(t * n, h), mask.reshape(t * n, 1))
+        return linear(flat).reshape(t, n, -1)

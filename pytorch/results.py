@@ -1,0 +1,104 @@
+"""The results directory of a training run: what a user reads after (or during) a run.
+
+    params.json                  every parameter of the run
+    metrics.jsonl                one line per epoch (METRIC_KEYS)
+    predictions/epoch_<n>.jsonl  id, reference, hypothesis of every validation utterance
+    result.json                  status, epochs, best/final WER, time to train, target, params
+    curves.png                   train loss and validation WER per epoch, with the target line
+    mlperf_log.txt               MLPerf compliance log (pytorch.mlperf)
+    checkpoints/                 last.pt, best.pt (pytorch.checkpoint)
+
+Every file is written to a temporary name in its directory and renamed into place.
+"""
+
+import json
+import os
+from pathlib import Path
+
+METRIC_KEYS = (
+    "epoch", "train_loss", "wer", "wer_per_utterance_mean", "cer", "lr", "seconds", "utt_per_s",
+    "audio_s_per_s", "skipped_steps", "dropped_utterances",
+)  # fmt: skip
+
+
+def write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def write_params(results_dir: Path, p_dict: dict) -> None:
+    write_json(Path(results_dir) / "params.json", p_dict)
+
+
+def write_metrics(results_dir: Path, metrics: list[dict]) -> None:
+    """Rewrite metrics.jsonl from all epochs so far (a resumed run rewrites what its checkpoint holds)."""
+    for row in metrics:
+        missing = [k for k in METRIC_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"metrics of epoch {row.get('epoch')}: missing {', '.join(missing)}")
+    write_jsonl(Path(results_dir) / "metrics.jsonl", [{k: row[k] for k in METRIC_KEYS} for row in metrics])
+
+
+def write_predictions(results_dir: Path, epoch: int, predictions: list[tuple[str, str, str]]) -> None:
+    """predictions: (id, reference, hypothesis) per validation utterance."""
+    rows = [{"id": i, "reference": ref, "hypothesis": hyp} for i, ref, hyp in predictions]
+    write_jsonl(Path(results_dir) / "predictions" / f"epoch_{epoch}.jsonl", rows)
+
+
+def write_result(results_dir: Path, status: str, metrics: list[dict], time_to_train_s: float,
+                 target_wer: float, p_dict: dict, resumed: int = 0) -> dict:  # fmt: skip
+    wers = [m["wer"] for m in metrics]
+    result = {
+        "status": status,
+        "epochs": len(metrics),
+        "best_wer": min(wers) if wers else None,
+        "final_wer": wers[-1] if wers else None,
+        "time_to_train_s": time_to_train_s,
+        "target_wer": target_wer,
+        "resumed": resumed,  # segments resumed from a checkpoint; MLPerf times only unbroken runs
+        "params": p_dict,
+    }
+    write_json(Path(results_dir) / "result.json", result)
+    return result
+
+
+def plot_curves(results_dir: Path, metrics: list[dict], target_wer: float) -> None:
+    """curves.png: train loss (left axis) and validation WER (right axis) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    epochs = [m["epoch"] for m in metrics]
+    fig, loss_ax = plt.subplots(figsize=(7, 4))
+    loss_ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", color="tab:blue", label="train loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("train loss (CTC / utterance)", color="tab:blue")
+    wer_ax = loss_ax.twinx()
+    wer_ax.plot(epochs, [m["wer"] for m in metrics], "s-", color="tab:red", label="val WER")
+    wer_ax.axhline(target_wer, color="tab:red", linestyle="--", label=f"target {target_wer:g}%")
+    wer_ax.set_ylabel("validation WER (%)", color="tab:red")
+    wer_ax.legend(loc="upper right")
+    fig.tight_layout()
+    path = Path(results_dir) / "curves.png"
+    tmp = path.with_name(f".curves.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)

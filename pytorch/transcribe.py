@@ -1,0 +1,114 @@
+"""Transcribe audio files with a trained checkpoint: one `<file>\\t<transcript>` line per file.
+
+    python -m pytorch.transcribe --checkpoint results/checkpoints/best.pt a.flac b.wav
+
+Any format and sample rate soundfile reads; channels are averaged to mono and the audio is
+resampled (soxr, band-limited) to the checkpoint's sample rate, then goes through the same
+features (data.features.extract) and per-utterance normalisation the model was trained on.
+A file that cannot be read or is too short is reported on stderr naming it; the others are still
+transcribed, and the exit status is then 2.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+from torch.nn import functional as F
+
+import params
+from data.features import FeatureError, extract
+from pytorch import checkpoint, loader, train
+from pytorch.decode import greedy_decode
+from pytorch.evaluate import EXIT_USAGE, load_model, with_precision
+from pytorch.model import MIN_FRAMES
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be read or turned into features."""
+
+
+def read_audio(path, sample_rate: int) -> torch.Tensor:
+    """Decode, mix to mono and resample to sample_rate -> waveform (S,) float32 in [-1, 1]."""
+    try:
+        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)  # (S, channels)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as err:
+        raise AudioError(f"{path}: cannot read audio: {err}") from None
+    mono = audio.mean(axis=1)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(mono))
+
+
+def normalise(features: torch.Tensor) -> torch.Tensor:
+    """(F, T) -> (F, T) zero mean, unit std over the whole utterance.
+
+    Must equal pytorch.loader.UtteranceDataset's normalisation (a test holds them together);
+    the loader does not expose it as a function yet.
+    """
+    return (features - features.mean()) / features.std().clamp(min=loader.MIN_STD)
+
+
+def features_of(path, p: params.Params) -> torch.Tensor:
+    """Audio file -> normalised model input (F, T), at least MIN_FRAMES frames."""
+    try:
+        frames = extract(read_audio(path, p.sample_rate), p)  # (T, F)
+    except FeatureError as err:
+        raise AudioError(f"{path}: {err}") from None
+    features = normalise(frames.t())
+    # As in training's evaluation: zero-pad (after normalising) what the convolutions cannot take.
+    return F.pad(features, (0, max(0, MIN_FRAMES - features.shape[1])))
+
+
+@torch.inference_mode()
+def transcribe(model, p: params.Params, features: torch.Tensor, device) -> str:
+    """One utterance's features (F, T) -> its greedy transcript."""
+    batch = features.unsqueeze(0).to(device)  # (1, F, T)
+    lengths = torch.tensor([features.shape[1]], device=device)
+    with train.autocast(p, torch.device(device)):
+        log_probs, out_lengths = model(batch, lengths)  # (T', 1, 29)
+    return greedy_decode(log_probs.float(), out_lengths)[0]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m pytorch.transcribe",
+        description="Transcribe audio files (FLAC, WAV, ... at any sample rate; mixed to mono) with a "
+        "DeepSpeech2 checkpoint. Prints one '<file>\\t<transcript>' line per file.",
+        epilog="Only greedy CTC decoding is available: beam search with a language model (KenLM) is not "
+        "implemented. Exit status: 0 all files transcribed, 2 a file or the checkpoint could not be used.",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt written by training")
+    parser.add_argument("audio", nargs="+", type=Path, metavar="AUDIO", help="audio files to transcribe")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast (default: the checkpoint's; fp16 needs CUDA)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        model, p = load_model(args.checkpoint, args.device)
+        p = with_precision(p, args.precision)
+        if p.precision == "fp16" and torch.device(args.device).type != "cuda":
+            raise params.ParamError("precision fp16: needs CUDA; use bf16 or fp32 on CPU")
+    except (checkpoint.CheckpointError, params.ParamError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    status = 0
+    for path in args.audio:
+        try:
+            text = transcribe(model, p, features_of(path, p), args.device)
+        except AudioError as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        print(f"{path}\t{text}", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import params
+from data import labels
+from pytorch.loader import (
+    LoaderError,
+    UtteranceDataset,
+    check_features,
+    collate,
+    filter_rows,
+    global_batches,
+    make_loader,
+    manifest_path,
+    micro_batches,
+    read_manifest,
+)
+
+P = params.make({"window_size": 0.01})  # 81 bins
+TRANSCRIPTS = ["A CAT", "DOG'S DAY", "HI", "THE END OF IT"]
+FRAMES = [40, 55, 33, 70]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """Two chapter shards holding four utterances, their manifest and feature config."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "features" / "dev").mkdir(parents=True)
+    (tmp_path / "manifests").mkdir()
+    rows, shards = [], {"1-2": [], "3-4": []}
+    for i, (text, frames) in enumerate(zip(TRANSCRIPTS, FRAMES)):
+        chapter = "1-2" if i < 2 else "3-4"
+        offset = sum(len(s) for s in shards[chapter])
+        shards[chapter].append(rng.normal(2.0, 3.0, (frames, P.n_features)).astype(np.float16))
+        rows.append(
+            dict(id=f"{chapter}-{i:04d}", subset="dev", duration=frames / 100, frames=frames, transcript=text,
+                 audio=f"LibriSpeech/dev/{chapter}-{i:04d}.flac", features=f"features/dev/{chapter}.npy", offset=offset)
+        )
+    for chapter, parts in shards.items():
+        np.save(tmp_path / "features" / "dev" / f"{chapter}.npy", np.concatenate(parts))
+    (tmp_path / "features" / "features.json").write_text(json.dumps(P.feature_config()))
+    (tmp_path / "manifests" / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def test_read_manifest(data_dir):
+    rows = read_manifest(manifest_path(data_dir, "val"))
+    assert [r["transcript"] for r in rows] == TRANSCRIPTS
+    assert rows[3]["offset"] == FRAMES[2]
+
+
+def test_manifest_path_missing_suggests_download(data_dir):
+    with pytest.raises(LoaderError, match=r"train\.jsonl.*download_dataset\.sh"):
+        manifest_path(data_dir, "train")
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("not json", "not a JSON object"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"id": "x"}', "missing field 'subset'"),
+        ("frames=1.5", "field 'frames'=1.5 should be int"),
+        ("offset=-3", "'offset'=-3 is negative"),
+        ("duration=true", "field 'duration'=True"),
+    ],
+)
+def test_read_manifest_bad_row_names_file_and_line(data_dir, bad, message):
+    path = data_dir / "manifests" / "val.jsonl"
+    lines = path.read_text().splitlines()
+    if "=" in bad:
+        key, value = bad.split("=")
+        row = json.loads(lines[1]) | {key: json.loads(value)}
+        bad = json.dumps(row)
+    lines[1] = bad
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(LoaderError, match=f"val.jsonl:2: .*{message}"):
+        read_manifest(path)
+
+
+def test_check_features(data_dir):
+    check_features(data_dir, P)
+    with pytest.raises(LoaderError, match=r"n_features: data 81 vs params 161.*window_size"):
+        check_features(data_dir, params.make({}))
+    (data_dir / "features" / "features.json").unlink()
+    with pytest.raises(LoaderError, match="download_dataset.sh"):
+        check_features(data_dir, P)
+
+
+def test_filter_rows(data_dir):
+    rows = read_manifest(manifest_path(data_dir, "val"))
+    assert [r["frames"] for r in filter_rows(rows, 0.5)] == [40, 33]
+    assert filter_rows(rows, 0) == rows
+
+
+def test_dataset_item_is_normalised_slice(data_dir):
+    rows = read_manifest(manifest_path(data_dir, "val"))
+    dataset = UtteranceDataset(data_dir, rows)
+    features, target, utterance = dataset[3]
+    raw = np.load(data_dir / "features" / "dev" / "3-4.npy")[FRAMES[2] : FRAMES[2] + FRAMES[3]].astype(np.float32).T
+    expected = (raw - raw.mean()) / raw.std(ddof=1)
+    assert features.dtype == torch.float32 and features.shape == (P.n_features, FRAMES[3])
+    assert np.allclose(features.numpy(), expected, atol=1e-4)
+    assert target.tolist() == labels.encode(TRANSCRIPTS[3]) and target.dtype == torch.long
+    assert utterance == rows[3]["id"]
+
+
+def test_dataset_pickles_without_open_shards(data_dir):
+    dataset = UtteranceDataset(data_dir, read_manifest(manifest_path(data_dir, "val")))
+    dataset[0]
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert len(copy._shards) == 0 and len(dataset._shards) == 1
+    assert torch.equal(copy[0][0], dataset[0][0])
+
+
+def test_dataset_errors_name_utterance(data_dir):
+    rows = read_manifest(manifest_path(data_dir, "val"))
+    with pytest.raises(LoaderError, match="utterance 1-2-0000: character '#'"):
+        UtteranceDataset(data_dir, [rows[0] | {"transcript": "A # B"}])
+    dataset = UtteranceDataset(data_dir, [rows[1] | {"frames": 500}])
+    with pytest.raises(LoaderError, match=r"utterance 1-2-0001: frames \[40, 540\) not in .*1-2.npy"):
+        dataset[0]
+    dataset = UtteranceDataset(data_dir, [rows[1] | {"features": "features/dev/none.npy"}])
+    with pytest.raises(LoaderError, match="none.npy: cannot read"):
+        dataset[0]
+
+
+def test_global_batches_in_order():
+    assert global_batches(7, 3, shuffle=False, seed=1, epoch=0) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert global_batches(0, 3, shuffle=False, seed=1, epoch=0) == []
+
+
+def test_global_batches_shuffle_permutes_whole_batches():
+    plain = global_batches(100, 4, shuffle=False, seed=1, epoch=0)
+    first = global_batches(100, 4, shuffle=True, seed=1, epoch=0)
+    assert sorted(first) == plain and first != plain
+    assert first == global_batches(100, 4, shuffle=True, seed=1, epoch=0)
+    assert first != global_batches(100, 4, shuffle=True, seed=1, epoch=1)
+    assert first != global_batches(100, 4, shuffle=True, seed=2, epoch=0)
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 8, 13])
+@pytest.mark.parametrize("world, accum", [(1, 1), (2, 1), (1, 2), (3, 2), (2, 3)])
+def test_micro_batches_cover_global_batch_once(size, world, accum):
+    batch = list(range(100, 100 + size))
+    per_rank = [micro_batches(batch, world, accum, rank) for rank in range(world)]
+    assert all(len(steps) == accum for steps in per_rank)
+    parts = [per_rank[m % world][m // world] for m in range(world * accum)]
+    assert [i for part in parts for i in part] == batch  # contiguous, fixed order, nothing lost or doubled
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_micro_batches_same_for_world_and_accumulation():
+    batch = list(range(7))
+    accumulated = micro_batches(batch, world_size=1, accumulation_steps=2, rank=0)
+    distributed = [micro_batches(batch, world_size=2, accumulation_steps=1, rank=r)[0] for r in range(2)]
+    assert accumulated == distributed == [[0, 1, 2, 3], [4, 5, 6]]
+
+
+def test_micro_batches_rejects_bad_rank():
+    with pytest.raises(ValueError, match="rank=2"):
+        micro_batches([1, 2], 2, 1, 2)
+
+
+def test_collate_pads_and_concatenates():
+    items = [(torch.ones(3, 4), torch.tensor([5, 6]), "a"), (torch.full((3, 6), 2.0), torch.tensor([7]), "b")]
+    features, lengths, targets, target_lengths, ids = collate(items)
+    assert features.shape == (2, 3, 6)
+    assert features[0, :, 4:].abs().sum() == 0 and features[0, :, :4].eq(1).all() and features[1].eq(2).all()
+    assert lengths.tolist() == [4, 6] and targets.tolist() == [5, 6, 7] and target_lengths.tolist() == [2, 1]
+    assert ids == ["a", "b"]
+    assert collate([])[0].shape[0] == 0
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_make_loader_follows_given_batches(data_dir, workers):
+    dataset = UtteranceDataset(data_dir, read_manifest(manifest_path(data_dir, "val")))
+    loader = make_loader(dataset, [[2, 0], [3], []], num_workers=workers, pin_memory=True)
+    got = [(batch[0].shape, batch[4]) for batch in loader]
+    ids = [r["id"] for r in dataset.rows]
+    assert got[0] == ((2, P.n_features, FRAMES[0]), [ids[2], ids[0]])
+    assert got[1][1] == [ids[3]] and got[2][1] == []
+    loader.batch_sampler.set([[1]])
+    assert [batch[4] for batch in loader] == [[ids[1]]]

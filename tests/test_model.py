@@ -1,0 +1,215 @@
+import pytest
+import torch
+from torch import nn
+
+import params
+from pytorch.model import (
+    BatchRNN,
+    DeepSpeech2,
+    masked_batch_norm,
+    output_lengths,
+    reverse_within_lengths,
+)
+
+
+def small(**overrides) -> DeepSpeech2:
+    """An 81-bin model with the reference's shape, shrunk to run in milliseconds."""
+    p = params.make(dict(window_size=0.01, conv_channels=4, hidden_size=16, hidden_layers=2) | overrides)
+    torch.manual_seed(0)
+    model = DeepSpeech2(p)
+    # Non-trivial running statistics, so eval-mode BatchNorm is not the identity.
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
+def count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("bidirectional, expected", [(True, 207_352_608), (False, 103_841_568)])
+def test_parameter_count_matches_reference(bidirectional, expected):
+    with torch.device("meta"):
+        model = DeepSpeech2(params.make({"bidirectional": bidirectional}))
+    assert count(model) == expected
+
+
+def test_listing_reads_like_reference():
+    with torch.device("meta"):
+        text = repr(DeepSpeech2(params.make({})))
+    for line in (
+        "Conv2d(1, 32, kernel_size=(41, 11), stride=(2, 2))",
+        "Conv2d(32, 32, kernel_size=(21, 11), stride=(2, 1))",
+        "Hardtanh(min_val=0, max_val=20",
+        "BatchNorm2d(32",
+        "GRU(672, 2560)",
+        "GRU(2560, 2560)",
+        "directions summed",
+        "BatchNorm1d(2560",
+        "Linear(in_features=2560, out_features=29, bias=False)",
+    ):
+        assert line in text, line
+
+
+def test_too_few_features_names_parameter():
+    with pytest.raises(ValueError, match="n_features=41"):
+        DeepSpeech2(_p_with_bins(41))
+
+
+def _p_with_bins(bins: int):
+    # feature=mfcc makes n_features = n_mfcc, an easy way to get any bin count.
+    return params.make({"feature": "mfcc", "n_mfcc": bins, "n_mels": bins})
+
+
+def test_rnn_input_follows_feature_count():
+    with torch.device("meta"):
+        model = DeepSpeech2(_p_with_bins(81))  # 81 -> 21 -> 1
+    assert model.rnns[0].fwd.input_size == 32 * 1
+
+
+def test_output_lengths_formula():
+    lengths = torch.tensor([0, 10, 30, 31, 32, 33, 100, 1001])
+    expected = [max(0, (t - 11) // 2 + 1 - 10) if t >= 11 else 0 for t in lengths.tolist()]
+    assert output_lengths(lengths).tolist() == expected
+    assert expected[:5] == [0, 0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("frames", [31, 32, 57, 120])
+def test_shapes_and_lengths(frames):
+    model = small().eval()
+    lengths = torch.tensor([frames, max(31, frames - 7), 5])
+    with torch.no_grad():
+        log_probs, out_lengths = model(torch.randn(3, 81, frames), lengths)
+    assert log_probs.shape == (output_lengths(torch.tensor([frames])).item(), 3, 29)
+    assert out_lengths.tolist() == output_lengths(lengths).tolist()
+    assert log_probs.dtype == torch.float32
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(log_probs.shape[:2]), atol=1e-5)
+
+
+def test_forward_is_log_softmax_of_logits():
+    model = small().eval()
+    x, lengths = torch.randn(2, 81, 60), torch.tensor([60, 45])
+    with torch.no_grad():
+        logits, _ = model.logits(x, lengths)
+        log_probs, _ = model(x, lengths)
+    assert torch.allclose(log_probs, torch.log_softmax(logits, -1), atol=1e-6)
+
+
+def test_bad_inputs_are_named():
+    model = small()
+    with pytest.raises(ValueError, match="n_features=81"):
+        model(torch.randn(2, 80, 50), torch.tensor([50, 50]))
+    with pytest.raises(ValueError, match="at least 31"):
+        model(torch.randn(2, 81, 30), torch.tensor([30, 30]))
+    with pytest.raises(ValueError, match="lengths of shape"):
+        model(torch.randn(2, 81, 50), torch.tensor([50]))
+
+
+@pytest.mark.parametrize("rnn_type, bidirectional", [("gru", True), ("gru", False), ("lstm", True)])
+def test_eval_padding_does_not_change_result(rnn_type, bidirectional):
+    model = small(rnn_type=rnn_type, bidirectional=bidirectional).eval()
+    short = torch.randn(81, 47)
+    batch = torch.randn(3, 81, 90) * 3 + 1  # padding region filled with noise, then zeroed as collate does
+    batch[1] = 0
+    batch[1, :, :47] = short
+    lengths = torch.tensor([90, 47, 70])
+    with torch.no_grad():
+        alone, alone_len = model(short[None], torch.tensor([47]))
+        padded, padded_len = model(batch, lengths)
+    n = alone_len.item()
+    assert padded_len[1].item() == n
+    assert torch.allclose(padded[:n, 1], alone[:, 0], atol=1e-5)
+    assert padded[n:, 1].abs().sum() > 0  # padding frames exist and are ignored, not absent
+
+
+def test_train_mode_batch_norm_ignores_padding():
+    model = small().train()
+    twin = small().train()
+    lengths = torch.tensor([64, 50, 33])
+    x = torch.randn(3, 81, 64)
+    for n, length in enumerate(lengths):
+        x[n, :, length:] = 0
+    wide = torch.cat([x, torch.zeros(3, 81, 40)], dim=2)
+    out, out_len = model(x, lengths)
+    out_wide, _ = twin(wide, lengths)
+    for n, length in enumerate(out_len.tolist()):
+        assert torch.allclose(out[:length, n], out_wide[:length, n], atol=1e-5)
+    for a, b in zip(model.buffers(), twin.buffers()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+def test_masked_batch_norm_equals_batch_norm_without_padding():
+    torch.manual_seed(1)
+    ours, reference = nn.BatchNorm2d(5), nn.BatchNorm2d(5)
+    x = torch.randn(4, 5, 7, 9) * 2 + 3
+    for _ in range(2):
+        y = masked_batch_norm(ours, x, torch.ones(4, 1, 1, 9))
+        y_ref = reference(x)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    assert torch.allclose(ours.running_mean, reference.running_mean, atol=1e-6)
+    assert torch.allclose(ours.running_var, reference.running_var, atol=1e-5)
+    assert ours.num_batches_tracked.item() == 2
+
+
+def test_masked_batch_norm_uses_valid_positions_only():
+    bn = nn.BatchNorm1d(2, momentum=1.0)
+    x = torch.tensor([[1.0, 10.0], [3.0, 20.0], [100.0, -100.0]])
+    mask = torch.tensor([[1.0], [1.0], [0.0]])
+    masked_batch_norm(bn, x, mask)
+    assert bn.running_mean.tolist() == pytest.approx([2.0, 15.0])
+    assert bn.running_var.tolist() == pytest.approx([2.0, 50.0])  # unbiased over 2 rows
+
+
+def test_reverse_within_lengths():
+    x = torch.arange(5.0)[:, None, None].expand(5, 2, 1)
+    y = reverse_within_lengths(x, torch.tensor([5, 3]))
+    assert y[:, 0, 0].tolist() == [4, 3, 2, 1, 0]
+    assert y[:, 1, 0].tolist() == [2, 1, 0, 3, 4]
+    assert torch.equal(reverse_within_lengths(y, torch.tensor([5, 3])), x)
+
+
+def test_bidirectional_layer_is_sum_of_torch_directions():
+    torch.manual_seed(2)
+    layer = BatchRNN("gru", 6, 8, bidirectional=True)
+    torch_gru = nn.GRU(6, 8, bidirectional=True)
+    with torch.no_grad():
+        for name, value in layer.fwd.named_parameters():
+            getattr(torch_gru, name).copy_(value)
+        for name, value in layer.bwd.named_parameters():
+            getattr(torch_gru, name + "_reverse").copy_(value)
+    x = torch.randn(11, 3, 6)
+    lengths = torch.full((3,), 11)
+    with torch.no_grad():
+        ours = layer(x, lengths, torch.ones(11, 3, 1))
+        both = torch_gru(x)[0]
+    assert count(layer) == count(torch_gru)
+    assert torch.allclose(ours, both[..., :8] + both[..., 8:], atol=1e-5)
+
+
+def test_backward_runs_and_reaches_every_parameter():
+    model = small().train()
+    log_probs, _ = model(torch.randn(2, 81, 50), torch.tensor([50, 40]))
+    log_probs.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_bf16_autocast_runs():
+    model = small().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        log_probs, _ = model(torch.randn(2, 81, 50), torch.tensor([50, 40]))
+    assert log_probs.dtype == torch.float32 and torch.isfinite(log_probs).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    model = small().eval()
+    x, lengths = torch.randn(2, 81, 60), torch.tensor([60, 44])
+    with torch.no_grad():
+        cpu, _ = model(x, lengths)
+        gpu, gpu_len = model.cuda()(x.cuda(), lengths)
+    assert gpu_len.device == lengths.device
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)

@@ -1,0 +1,60 @@
+import pytest
+
+import params
+
+
+def test_defaults_are_the_references():
+    p = params.make()
+    assert (p.sample_rate, p.n_fft, p.hop_length, p.window, p.n_features) == (16000, 320, 160, "hamming", 161)
+    assert (p.rnn_type, p.hidden_size, p.hidden_layers, p.bidirectional) == ("gru", 2560, 3, True)
+    assert (p.optimizer, p.lr, p.momentum, p.max_norm, p.learning_anneal) == ("sgd", 1e-4, 0.9, 400.0, 1.1)
+    assert (p.batch_size, p.epochs, p.target_wer, p.seed) == (8, 10, 23.0, 1)
+
+
+def test_overrides_are_typed():
+    p = params.parse(["lr=3e-4", "hidden_layers=5", "bidirectional=false", "rnn_type=lstm"])
+    assert p.lr == 3e-4 and p.hidden_layers == 5 and p.bidirectional is False and p.rnn_type == "lstm"
+
+
+def test_preset_then_command_line():
+    p = params.parse(["lr=0.01", "preset=demo"])
+    demo = params.load_preset("demo")
+    assert p.hidden_size == demo["hidden_size"] and p.lr == 0.01
+
+
+def test_mfcc_features():
+    p = params.parse(["feature=mfcc", "n_mfcc=20"])
+    assert p.n_features == 20 and p.feature_config()["n_mels"] == 40
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["hiden_size=3"], "unknown parameter 'hiden_size'; did you mean 'hidden_size'?"),
+        (["lr=fast"], "lr='fast': expected a value of type float"),
+        (["epochs=2.5"], "epochs='2.5': expected a value of type int"),
+        (["bidirectional=maybe"], "bidirectional='maybe'"),
+        (["lr=0"], "lr=0.0: out of range"),
+        (["momentum=1.5"], "momentum=1.5: out of range"),
+        (["rnn_type=transformer"], "rnn_type='transformer': must be one of gru, lstm, rnn"),
+        (["preset=huge"], "preset='huge': no such preset"),
+        (["window_size=0.0123"], "window_size=0.0123: must be a whole number of samples"),
+        (["batch_size=6", "gradient_accumulation_steps=4"], "batch_size=6: must be divisible"),
+        (["lr"], "'lr': parameters are given as key=value"),
+        (["feature=mfcc", "n_mfcc=50"], "n_mfcc=50: must not exceed n_mels=40"),
+    ],
+)
+def test_bad_params_name_the_parameter(args, message):
+    with pytest.raises(params.ParamError) as err:
+        params.parse(args)
+    assert message in str(err.value)
+
+
+def test_every_preset_is_valid():
+    for name in params.available_presets():
+        params.parse([f"preset={name}"])
+
+
+def test_describe_marks_changes():
+    text = params.describe(params.parse(["lr=0.5"]))
+    assert "lr" in text and "(default 0.0001)" in text

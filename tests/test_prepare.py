@@ -1,0 +1,167 @@
+"""data.prepare on tiny LibriSpeech-format trees."""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import params
+from data import prepare as prep
+from data.features import extract
+from tests.corpus import write_tree
+
+TREE = {"dev-clean": (3, 3), "dev-other": (1, 2), "train-clean-100": (2, 3)}
+KEYS = {"id", "subset", "duration", "frames", "transcript", "audio", "features", "offset"}
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(f.relative_to(root)): (f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_tree(tmp_path / "ds", TREE)
+
+
+@pytest.fixture
+def prepared(tree):
+    prep.prepare(tree, None, params.make(), jobs=1)
+    return tree
+
+
+def test_subset_manifests_sorted_complete_and_match_shards(prepared):
+    p = params.make()
+    for subset, (chapters, per_chapter) in TREE.items():
+        rows = _rows(prepared / "manifests" / f"{subset}.jsonl")
+        assert len(rows) == chapters * per_chapter
+        assert [(r["duration"], r["id"]) for r in rows] == sorted((r["duration"], r["id"]) for r in rows)
+        shard_frames = {}
+        for row in rows:
+            assert set(row) == KEYS and row["subset"] == subset
+            audio, rate = sf.read(prepared / row["audio"], dtype="float32")
+            assert row["duration"] == round(len(audio) / rate, 4) and row["frames"] == 1 + len(audio) // 160
+            shard = np.load(prepared / row["features"])
+            assert shard.dtype == np.float16 and shard.shape[1] == 161
+            stored = shard[row["offset"]: row["offset"] + row["frames"]]
+            expected = extract(torch.from_numpy(audio), p).numpy().astype(np.float16)
+            np.testing.assert_array_equal(stored, expected)
+            shard_frames.setdefault(row["features"], [shard.shape[0], 0])[1] += row["frames"]
+        assert all(total == used for total, used in shard_frames.values())  # shards hold nothing else
+    assert json.loads((prepared / "features" / "features.json").read_text()) == p.feature_config()
+
+
+def test_split_manifests_merge_their_subsets(prepared):
+    val = _rows(prepared / "manifests" / "val.jsonl")
+    members = _rows(prepared / "manifests" / "dev-clean.jsonl") + _rows(prepared / "manifests" / "dev-other.jsonl")
+    assert val == sorted(members, key=lambda r: (r["duration"], r["id"]))
+    assert _rows(prepared / "manifests" / "train.jsonl") == _rows(prepared / "manifests" / "train-clean-100.jsonl")
+    assert not (prepared / "manifests" / "test.jsonl").exists()  # none of its subsets prepared
+
+
+def test_checksums_list_every_file_sorted_with_its_sha256(prepared):
+    lines = (prepared / "checksums" / "dev-other.sha256").read_text().splitlines()
+    paths = [line.split("  ", 1)[1] for line in lines]
+    assert paths == sorted(paths)
+    on_disk = sorted(f.relative_to(prepared).as_posix() for d in ("LibriSpeech/dev-other", "features/dev-other")
+                     for f in (prepared / d).rglob("*") if f.is_file())
+    assert paths == sorted(on_disk + ["manifests/dev-other.jsonl"])
+    for line in lines:
+        digest, path = line.split("  ", 1)
+        assert hashlib.sha256((prepared / path).read_bytes()).hexdigest() == digest
+    assert (prepared / ".state" / "prepare-dev-other.done").exists()
+
+
+def test_rerun_does_no_work(prepared, monkeypatch):
+    before = _snapshot(prepared)
+    monkeypatch.setattr(prep, "process_chapter", lambda task: pytest.fail(f"re-processed {task.chapter}"))
+    assert prep.main(["--data-dir", str(prepared), "--jobs", "1"]) == 0
+    assert _snapshot(prepared) == before
+
+
+def test_parallel_run_gives_the_same_dataset(tree, tmp_path):
+    other = write_tree(tmp_path / "other", TREE)
+    prep.prepare(tree, ["dev-clean"], params.make(), jobs=1)
+    prep.prepare(other, ["dev-clean"], params.make(), jobs=2)
+    for name in ("checksums/dev-clean.sha256", "manifests/dev-clean.jsonl", "manifests/val.jsonl"):
+        assert (tree / name).read_text() == (other / name).read_text()
+
+
+def test_interrupted_run_reuses_complete_shards_without_decoding(prepared, monkeypatch):
+    expected = (prepared / "checksums" / "dev-clean.sha256").read_text()
+    (prepared / ".state" / "prepare-dev-clean.done").unlink()  # as if killed before the marker
+    (prepared / "manifests" / "dev-clean.jsonl").unlink()
+    stale = prepared / "features" / "dev-clean" / ".100-1000.npy.tmp.999"
+    stale.write_bytes(b"half")
+    monkeypatch.setattr(prep, "_decode", lambda *a: pytest.fail("decoded audio of a complete shard"))
+    prep.prepare(prepared, None, params.make(), jobs=1)
+    assert (prepared / "checksums" / "dev-clean.sha256").read_text() == expected
+    assert not stale.exists()
+
+
+def test_truncated_shard_is_redone(prepared):
+    shard = prepared / "features" / "dev-clean" / "100-1000.npy"
+    good = shard.read_bytes()
+    np.save(shard, np.load(shard)[:5])
+    (prepared / ".state" / "prepare-dev-clean.done").unlink()
+    prep.prepare(prepared, ["dev-clean"], params.make(), jobs=1)
+    assert shard.read_bytes() == good
+
+
+def _chapter(tree: Path) -> Path:
+    return tree / "LibriSpeech" / "dev-clean" / "100" / "1000"
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: (c / "100-1000.trans.txt").write_text((c / "100-1000.trans.txt").read_text().replace("\n", " 3\n", 1)),
+     r"utterance 100-1000-0000 .*100-1000\.trans\.txt:1.*'3'"),
+    (lambda c: (c / "100-1000.trans.txt").write_text("".join((c / "100-1000.trans.txt").read_text().splitlines(True)[1:])),
+     r"utterance 100-1000-0000: .*100-1000-0000\.flac has no line in .*100-1000\.trans\.txt"),
+    (lambda c: (c / "100-1000-0001.flac").unlink(),
+     r"utterance 100-1000-0001: listed in .*trans\.txt but .*100-1000-0001\.flac is missing"),
+    (lambda c: (c / "100-1000-0002.flac").write_bytes(b"fLaC" + bytes(100)),
+     r"utterance 100-1000-0002: cannot decode .*100-1000-0002\.flac"),
+    (lambda c: sf.write(c / "100-1000-0002.flac", np.zeros(8000, np.float32), 8000),
+     r"utterance 100-1000-0002: .*100-1000-0002\.flac is 8000 Hz, expected sample_rate=16000"),
+    (lambda c: sf.write(c / "100-1000-0002.flac", np.zeros((8000, 2), np.float32), 16000),
+     r"100-1000-0002\.flac has 2 channels"),
+])
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_bad_input_is_a_named_error_and_leaves_no_marker(tree, edit, message, jobs, capsys):
+    edit(_chapter(tree))
+    assert prep.main(["--data-dir", str(tree), "--subsets", "dev-clean", "--jobs", str(jobs)]) == 1
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tree / ".state" / "prepare-dev-clean.done").exists()
+    assert not (tree / "manifests" / "dev-clean.jsonl").exists()
+
+
+def test_other_feature_config_is_an_error_unless_forced(prepared, capsys):
+    assert prep.main(["--data-dir", str(prepared), "window=hann"]) == 1
+    err = capsys.readouterr().err
+    assert '"window": "hamming"' in err and '"window": "hann"' in err and "features.json" in err
+    assert prep.main(["--data-dir", str(prepared), "--subsets", "dev-other", "--force", "window_size=0.01"]) == 0
+    assert np.load(prepared / "features" / "dev-other" / "200-2000.npy").shape[1] == 81
+    assert json.loads((prepared / "features" / "features.json").read_text())["n_features"] == 81
+    # subsets made with the old config are no longer marked prepared nor in the splits
+    assert not (prepared / ".state" / "prepare-dev-clean.done").exists()
+    assert {r["subset"] for r in _rows(prepared / "manifests" / "val.jsonl")} == {"dev-other"}
+
+
+def test_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prep.main(["--help"])
+    assert exit_info.value.code == 0
+    assert prep.main(["--data-dir", str(tmp_path)]) == 1
+    assert "no extracted subsets" in capsys.readouterr().err
+    assert prep.main(["--data-dir", str(tmp_path), "--subsets", "dev-cleen"]) == 1
+    assert "unknown subset(s) dev-cleen" in capsys.readouterr().err
+    assert prep.main(["--data-dir", str(tmp_path), "--subsets", "dev-clean"]) == 1
+    assert re.search(r"subset dev-clean: .*LibriSpeech/dev-clean does not exist", capsys.readouterr().err)

@@ -1,0 +1,84 @@
+"""run_and_time.sh: argument handling, the timing lines, and an end-to-end tiny run whose MLPerf log
+passes the compliance checker."""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytorch import mlperf
+from tests import trainer_fixtures
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "run_and_time.sh"
+
+
+def run_script(*args, cwd=None, env=None):
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+
+def test_help():
+    done = run_script("--help")
+    assert done.returncode == 0 and "Usage: ./run_and_time.sh" in done.stdout and "NPROC" in done.stdout
+
+
+def test_bad_arguments_exit_2_before_timing(tmp_path):
+    for args, message in [(["lr=-1"], "lr=-1.0"), (["--bogus"], "unknown argument '--bogus'"), (["--data-dir"], "--data-dir needs")]:
+        done = run_script(*args, "--results-dir", str(tmp_path / "r")) if args != ["--data-dir"] else run_script(*args)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert "STARTING TIMING RUN" not in done.stdout
+    assert not (tmp_path / "r").exists()
+
+
+def test_tiny_timed_run(tmp_path):
+    trainer_fixtures.write_dataset(tmp_path / "tiny")
+    # Relative paths are taken from the caller's directory, not the repo's.
+    done = run_script("--data-dir", "tiny", "--results-dir", "tmp", "preset=tiny", "epochs=1", "target_wer=100",
+                      "optimizer=adamw", "lr=1e-2", "seed=7", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    start = [i for i, line in enumerate(lines) if line.startswith("STARTING TIMING RUN AT ")]
+    end = [i for i, line in enumerate(lines) if line.startswith("ENDING TIMING RUN AT ")]
+    result = [line for line in lines if line.startswith("RESULT,")]
+    assert len(start) == len(end) == len(result) == 1 and start[0] < end[0]
+    match = re.fullmatch(r"RESULT,SPEECH_RECOGNITION,7,(\d+),[^,]+,(.+)", result[0])
+    assert match and match.group(2) == lines[start[0]].removeprefix("STARTING TIMING RUN AT ")
+    assert json.loads((tmp_path / "tmp" / "result.json").read_text())["status"] == "success"
+    ok, output = mlperf.check_log(tmp_path / "tmp" / mlperf.LOG_NAME, tmp_path / "checker.log")
+    assert ok, output
+
+
+def test_aborted_run_exits_3(tmp_path):
+    trainer_fixtures.write_dataset(tmp_path / "tiny")
+    done = run_script("--data-dir", str(tmp_path / "tiny"), "--results-dir", str(tmp_path / "r"), "preset=tiny",
+                      "epochs=1", "target_wer=0")  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "RESULT,SPEECH_RECOGNITION,1," in done.stdout
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["status"] == "aborted"
+
+
+def test_two_processes_equal_one_process_accumulating(tmp_path):
+    """NPROC=2 (torchrun, gloo on CPU) with batch_size=8 takes the same steps as one process with
+    gradient_accumulation_steps=2: each rank runs one of the two micro-batches."""
+    from pytorch import train
+
+    data = trainer_fixtures.write_dataset(tmp_path / "tiny")
+    common = ["preset=tiny", "optimizer=adamw", "lr=1e-2", "batch_size=8", "epochs=2", "target_wer=0"]
+    one = train.main(["--data-dir", str(data), "--results-dir", str(tmp_path / "one"), *common, "gradient_accumulation_steps=2"])
+    assert one == train.EXIT_SUCCESS
+    env = dict(os.environ, NPROC="2", OMP_NUM_THREADS="1")
+    done = run_script("--data-dir", str(data), "--results-dir", str(tmp_path / "two"), *common, env=env)
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("RESULT,SPEECH_RECOGNITION,") == 1
+    assert done.stdout.count(":::MLLOG") == (tmp_path / "two" / mlperf.LOG_NAME).read_text().count(":::MLLOG")  # rank 0 only
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()] for name in ("one", "two")}
+    assert len(rows["one"]) == len(rows["two"]) == 2
+    for a, b in zip(rows["one"], rows["two"]):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        for key in ("wer", "cer", "dropped_utterances", "skipped_steps"):
+            assert b[key] == a[key], key
+    ok, output = mlperf.check_log(tmp_path / "two" / mlperf.LOG_NAME, tmp_path / "checker.log")
+    assert ok, output

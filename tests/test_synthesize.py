@@ -1,0 +1,148 @@
+"""The synthetic espeak-ng corpus: LibriSpeech's layout and formats, reproducibility, held-out splits."""
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from data import labels
+from data.sentences import sentences, split_for_subset
+from data.synthesize import SynthesisError, synthesize
+
+COUNTS = {"dev-clean": 4, "train-clean-100": 6}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    synthesize(out, COUNTS, seed=3, jobs=2)
+    return out
+
+
+def members(archive: Path) -> dict[str, bytes]:
+    """Regular files of a tar.gz: name -> content, in archive order."""
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "data.synthesize", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_layout_and_audio_format(corpus):
+    for subset, count in COUNTS.items():
+        files = members(corpus / f"{subset}.tar.gz")
+        flacs = [name for name in files if name.endswith(".flac")]
+        assert len(flacs) == count
+        for name in flacs:
+            _, top, speaker, chapter, filename = name.split("/")
+            assert (name.split("/")[0], top) == ("LibriSpeech", subset)
+            assert filename.startswith(f"{speaker}-{chapter}-") and len(filename.split("-")[2]) == len("0000.flac")
+            info = soundfile.info(io.BytesIO(files[name]))
+            assert (info.samplerate, info.channels, info.format, info.subtype) == (16000, 1, "FLAC", "PCM_16")
+            assert 0.5 < info.duration < 6.0, f"{name}: {info.duration} s"
+
+
+def test_transcripts_match_flacs_and_labels(corpus):
+    for subset in COUNTS:
+        files = members(corpus / f"{subset}.tar.gz")
+        flac_ids = {name.rsplit("/", 1)[1].removesuffix(".flac") for name in files if name.endswith(".flac")}
+        transcript_ids = set()
+        for name in (n for n in files if n.endswith(".trans.txt")):
+            lines = files[name].decode().splitlines()
+            assert lines == sorted(lines), name
+            chapter_prefix = name.rsplit("/", 1)[1].removesuffix(".trans.txt") + "-"
+            for line in lines:
+                uid, text = line.split(" ", 1)
+                assert uid.startswith(chapter_prefix) and f"{name.rsplit('/', 1)[0]}/{uid}.flac" in files
+                assert text == labels.normalise(text) and labels.encode(text)
+                transcript_ids.add(uid)
+        assert transcript_ids == flac_ids
+
+
+def test_speakers_differ_between_subsets(corpus):
+    speakers = {s: {name.split("/")[2] for name in members(corpus / f"{s}.tar.gz")} for s in COUNTS}
+    assert len(speakers["dev-clean"]) >= 2 and not speakers["dev-clean"] & speakers["train-clean-100"]
+
+
+def test_md5sum_file_matches_archives(corpus):
+    lines = (corpus / "md5sum.txt").read_text().splitlines()
+    expected = [f"{hashlib.md5((corpus / f'{s}.tar.gz').read_bytes()).hexdigest()}  {s}.tar.gz" for s in sorted(COUNTS)]
+    assert lines == expected
+    assert not [p for p in corpus.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_same_seed_same_bytes_different_seed_different(corpus, tmp_path):
+    # one process instead of two: the bytes must not depend on the job count either
+    synthesize(tmp_path / "again", COUNTS, seed=3, jobs=1)
+    assert (tmp_path / "again" / "md5sum.txt").read_text() == (corpus / "md5sum.txt").read_text()
+    synthesize(tmp_path / "other", {"dev-clean": 4}, seed=4, jobs=1)
+    assert (tmp_path / "other" / "dev-clean.tar.gz").read_bytes() != (corpus / "dev-clean.tar.gz").read_bytes()
+
+
+def test_subsets_of_one_split_do_not_share_sentences(tmp_path):
+    synthesize(tmp_path, {"dev-clean": 3, "dev-other": 3}, seed=1, jobs=1)
+    texts = {}
+    for subset in ("dev-clean", "dev-other"):
+        transcripts = [d.decode() for n, d in members(tmp_path / f"{subset}.tar.gz").items() if n.endswith(".trans.txt")]
+        texts[subset] = [line.split(" ", 1)[1] for t in transcripts for line in t.splitlines()]
+    assert len(texts["dev-clean"]) == 3 and not set(texts["dev-clean"]) & set(texts["dev-other"])
+
+
+def test_held_out_sentences_never_in_train():
+    train = set(sentences("train", 5000, seed=1)) | set(sentences("train", 5000, seed=2))
+    dev, test = sentences("dev", 2000, seed=1), sentences("test", 2000, seed=1)
+    assert len(dev) == len(set(dev)) == 2000 and len(train) > 9000
+    assert not train & set(dev) and not train & set(test) and not set(dev) & set(test)
+    for text in dev[:200]:
+        labels.encode(text)
+
+
+def test_sentences_are_deterministic_and_prefix_stable():
+    assert sentences("train", 50, seed=7) == sentences("train", 50, seed=7)
+    assert sentences("train", 30, seed=7) == sentences("train", 50, seed=7)[:30]
+    assert sentences("train", 50, seed=7) != sentences("train", 50, seed=8)
+
+
+def test_subset_names_map_to_splits():
+    assert [split_for_subset(s) for s in ("train-other-500", "dev-clean", "test-other")] == ["train", "dev", "test"]
+    with pytest.raises(ValueError, match="validation"):
+        split_for_subset("validation")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("dev-cleen:3", "'dev-cleen': not a LibriSpeech subset"), ("dev-clean:0", "COUNT must be"),
+     ("dev-clean:two", "COUNT must be"), ("dev-clean", "expected NAME:COUNT"), ("dev-clean:1,dev-clean:2", "given twice")],
+)
+def test_cli_rejects_bad_subsets(tmp_path, spec, message):
+    result = run_cli("--out", str(tmp_path), "--subsets", spec)
+    assert result.returncode != 0 and message in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_api_rejects_bad_requests(tmp_path):
+    with pytest.raises(SynthesisError, match="'dev-cleen'"):
+        synthesize(tmp_path, {"dev-cleen": 2})
+    with pytest.raises(SynthesisError, match="count -1"):
+        synthesize(tmp_path, {"dev-clean": -1})
+
+
+def test_cli_missing_espeak(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))
+    result = run_cli("--out", str(tmp_path / "out"), "--subsets", "dev-clean:1", env=env)
+    assert result.returncode == 1 and "apt-get install espeak-ng" in result.stderr
+
+
+def test_cli_help_and_shell_wrapper():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "--subsets" in result.stdout
+    script = Path(__file__).resolve().parents[1] / "data" / "synthesize.sh"
+    wrapped = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert wrapped.returncode == 0 and wrapped.stdout == result.stdout

@@ -1,0 +1,271 @@
+"""The training loop on CPU with a tiny model and a tiny prepared dataset (tests/trainer_fixtures.py)."""
+
+import copy
+import json
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import params
+from pytorch import checkpoint, loader, train
+from pytorch.model import DeepSpeech2
+from tests import trainer_fixtures
+
+TINY = ["preset=tiny"]
+LEARNS = TINY + ["optimizer=adamw", "lr=1e-2"]  # reaches WER 80 after one epoch on the fixture
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return trainer_fixtures.write_dataset(tmp_path_factory.mktemp("data"))
+
+
+def run(data_dir, results_dir, *overrides, flags=()):
+    return train.main(["--data-dir", str(data_dir), "--results-dir", str(results_dir), *flags, *overrides])
+
+
+def metrics_of(results_dir) -> list[dict]:
+    return [json.loads(line) for line in (results_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def test_ctc_loss_matches_alignments_enumerated_by_hand():
+    # Two utterances, classes {blank, a, b}. Utterance 0: T=2, label "a": alignments aa, a_, _a.
+    # Utterance 1: T=3, label "aa": the repeat needs a blank between, so a_a is the only alignment.
+    probs = torch.tensor([
+        [[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]],
+        [[0.6, 0.3, 0.1], [0.5, 0.4, 0.1]],
+        [[0.3, 0.3, 0.4], [0.2, 0.7, 0.1]],
+    ])  # fmt: skip  (T=3, N=2, C=3)
+    p0 = probs[:, 0]
+    expected0 = -math.log(p0[0, 1] * p0[1, 1] + p0[0, 1] * p0[1, 0] + p0[0, 0] * p0[1, 1])
+    p1 = probs[:, 1]
+    expected1 = -math.log(p1[0, 1] * p1[1, 0] * p1[2, 1])
+    loss = train.ctc_loss(probs.log(), torch.tensor([2, 3]), torch.tensor([1, 1, 1]), torch.tensor([1, 2]))
+    assert loss.item() == pytest.approx(expected0 + expected1, rel=1e-5)
+
+
+def test_min_frames_counts_a_blank_between_repeated_labels():
+    frames = train.min_frames_for([torch.tensor([1, 1]), torch.tensor([1, 2]), torch.tensor([3, 3, 3, 4])])
+    assert frames.tolist() == [3, 2, 6]
+
+
+def test_learning_rate_schedules():
+    anneal = params.make({"lr": 1.0, "learning_anneal": 2.0})
+    assert [train.learning_rate(anneal, e, 0, 10) for e in range(3)] == [1.0, 0.5, 0.25]
+    cycle = params.make({"lr": 1.0, "lr_schedule": "onecycle", "warmup_fraction": 0.2})
+    lrs = [train.learning_rate(cycle, 0, s, 10) for s in range(10)]
+    assert lrs[:2] == [0.5, 1.0] and lrs[2] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] < 0.05
+
+
+# ---------------------------------------------------------------- one step
+
+
+def micro_batches_of(data_dir, p, indices):
+    rows = loader.read_manifest(loader.manifest_path(data_dir, "train"))
+    dataset = loader.UtteranceDataset(data_dir, rows)
+    return [loader.collate([dataset[i] for i in part]) for part in indices]
+
+
+def one_process():
+    return train.World(0, 1, torch.device("cpu"))
+
+
+def test_accumulated_step_follows_the_mean_loss_of_the_global_batch(data_dir):
+    p = params.parse(TINY + ["batch_size=8", "gradient_accumulation_steps=2", "max_norm=0", "momentum=0", "lr=1"])
+    torch.manual_seed(0)
+    model = DeepSpeech2(p)
+    reference, start = copy.deepcopy(model), copy.deepcopy(model)
+    batches = micro_batches_of(data_dir, p, [[0, 1, 2, 3], [4, 5, 6, 7]])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    before = [t.detach().clone() for t in model.parameters()]
+    result = train.train_step(model, optimizer, None, batches, 8, p, one_process())
+    assert not result.skipped and result.dropped == 0
+    # By hand: per-utterance CTC of both halves, summed, over the 8 utterances of the global batch.
+    reference.train()
+    total = 0.0
+    for features, lengths, targets, target_lengths, _ in batches:
+        log_probs, out_lengths = reference(features, lengths)
+        per_utt = F.ctc_loss(log_probs, targets, out_lengths, target_lengths, reduction="none")
+        (per_utt.sum() / 8).backward()
+        total += per_utt.sum().item()
+    assert result.loss_sum == pytest.approx(total, rel=1e-5)
+    for old, new, ref in zip(before, model.parameters(), reference.parameters()):
+        torch.testing.assert_close(old - new.detach(), ref.grad, rtol=1e-4, atol=1e-6)  # SGD lr 1: step = -grad
+    # BatchNorm statistics: the mean of what each micro-batch alone would have made of them.
+    alone = [copy.deepcopy(start) for _ in batches]
+    for copy_, (features, lengths, *_rest) in zip(alone, batches):
+        copy_.train()
+        copy_(features, lengths)
+    for name, tensor in model.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            mean = sum(dict(c.named_buffers())[name] for c in alone) / len(alone)
+            torch.testing.assert_close(tensor, mean, rtol=1e-5, atol=1e-7)
+
+
+def test_non_finite_loss_skips_the_step_without_touching_weights(data_dir, monkeypatch):
+    p = params.parse(TINY)
+    model = DeepSpeech2(p)
+    optimizer = train.make_optimizer(model, p)
+    before = copy.deepcopy(model.state_dict())
+    real_loss = train.ctc_loss
+    monkeypatch.setattr(train, "ctc_loss", lambda *a: real_loss(*a) * float("inf"))
+    batches = micro_batches_of(data_dir, p, [[0, 1], [2, 3]])
+    result = train.train_step(model, optimizer, None, batches, 4, p, one_process())
+    assert result.skipped
+    assert all(t.grad is None for t in model.parameters())
+    for name, tensor in model.state_dict().items():
+        if "num_batches" not in name:  # a counter of forwards, not state that changes results
+            assert torch.equal(tensor, before[name]), name
+    monkeypatch.setattr(train, "ctc_loss", real_loss)
+    assert not train.train_step(model, optimizer, None, batches, 4, p, one_process()).skipped
+    assert not torch.equal(model.state_dict()["fc.1.weight"], before["fc.1.weight"])
+
+
+def test_skipped_steps_are_counted_in_the_metrics(data_dir, tmp_path, monkeypatch):
+    calls = []
+    real_loss = train.ctc_loss
+
+    def inf_on_first_call(*args):
+        calls.append(1)
+        return real_loss(*args) * (float("inf") if len(calls) == 1 else 1.0)
+
+    monkeypatch.setattr(train, "ctc_loss", inf_on_first_call)
+    run(data_dir, tmp_path / "r", *TINY, "epochs=1", "target_wer=0")
+    (row,) = metrics_of(tmp_path / "r")
+    assert row["skipped_steps"] == 1 and math.isfinite(row["train_loss"])
+
+
+def test_utterance_shorter_than_its_transcript_is_dropped_and_counted(tmp_path, capsys):
+    data = trainer_fixtures.write_dataset(tmp_path / "data")
+    # 40 frames -> 5 output frames, too few for 8 labels: CTC would be infinite.
+    short = {"id": "100-9-0000", "subset": "train-clean-100", "duration": 0.39, "frames": 40,
+             "transcript": "ABABABAB", "audio": "x.flac", "features": "features/train-clean-100/100-5.npy", "offset": 0}  # fmt: skip
+    trainer_fixtures.add_row(data, "train", short)
+    assert run(data, tmp_path / "r", *TINY, "epochs=2", "target_wer=0") == train.EXIT_SUCCESS
+    rows = metrics_of(tmp_path / "r")
+    assert [r["dropped_utterances"] for r in rows] == [1, 1]
+    assert [r["skipped_steps"] for r in rows] == [0, 0]
+    assert all(math.isfinite(r["train_loss"]) for r in rows)
+    assert "1 dropped utterances" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the run
+
+
+def test_bad_parameters_exit_2_before_any_work(tmp_path, capsys):
+    for words, message in [(["lr=-1"], "lr=-1.0"), (["hiden_size=3"], "did you mean 'hidden_size'"),
+                           (["precision=fp16"], "precision='fp16'")]:  # fmt: skip
+        assert run(tmp_path / "no-data", tmp_path / "r", *words) == train.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_is_an_error_naming_the_file(tmp_path, capsys):
+    assert run(tmp_path / "no-data", tmp_path / "r", *TINY) == train.EXIT_ERROR
+    assert "features.json" in capsys.readouterr().err
+
+
+@dataclass
+class FakeCounts:
+    wer: float
+    wer_per_utterance_mean: float = 0.0
+    cer: float = 0.0
+
+
+@pytest.mark.parametrize("wers, epochs, status", [
+    ([50.0, 20.0, 10.0], 3, "success"),  # stops at the first WER <= 23
+    ([50.0, 23.0], 3, "success"),  # at the target counts
+    ([50.0, 40.0], 2, "aborted"),  # all epochs, target never met
+])  # fmt: skip
+def test_stop_rule(data_dir, tmp_path, monkeypatch, wers, epochs, status):
+    scripted = iter(wers)
+    monkeypatch.setattr(train, "evaluate", lambda *a: (FakeCounts(next(scripted)), []))
+    assert run(data_dir, tmp_path / "r", *TINY, f"epochs={epochs}", "target_wer=23") == train.EXIT_SUCCESS
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    expected_epochs = next((i + 1 for i, w in enumerate(wers) if w <= 23), epochs)
+    assert (result["status"], result["epochs"]) == (status, expected_epochs)
+    assert result["final_wer"] == wers[expected_epochs - 1] and result["best_wer"] == min(wers[:expected_epochs])
+    assert [m["epoch"] for m in metrics_of(tmp_path / "r")] == list(range(1, expected_epochs + 1))
+
+
+def test_results_directory(data_dir, tmp_path):
+    assert run(data_dir, tmp_path / "r", *LEARNS, "epochs=1", "target_wer=100") == train.EXIT_SUCCESS
+    out = tmp_path / "r"
+    (row,) = metrics_of(out)
+    assert set(row) == {"epoch", "train_loss", "wer", "wer_per_utterance_mean", "cer", "lr", "seconds", "utt_per_s",
+                        "audio_s_per_s", "skipped_steps", "dropped_utterances"}  # fmt: skip
+    assert row["wer"] <= 100 and row["utt_per_s"] > 0 and row["audio_s_per_s"] > 0
+    predictions = [json.loads(line) for line in (out / "predictions" / "epoch_1.jsonl").read_text().splitlines()]
+    assert len(predictions) == len(trainer_fixtures.VAL_TRANSCRIPTS)
+    assert {p["reference"] for p in predictions} == set(trainer_fixtures.VAL_TRANSCRIPTS)
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "success" and result["time_to_train_s"] > 0 and result["params"]["optimizer"] == "adamw"
+    assert json.loads((out / "params.json").read_text())["lr"] == 1e-2
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
+    assert not list(out.rglob(".*tmp*"))
+    # A second fresh run must not overwrite this one.
+    assert run(data_dir, out, *LEARNS) == train.EXIT_ERROR
+
+
+def test_resumed_run_equals_an_unbroken_run(data_dir, tmp_path, capsys):
+    assert run(data_dir, tmp_path / "whole", *LEARNS, "epochs=3", "target_wer=0") == train.EXIT_SUCCESS
+    assert run(data_dir, tmp_path / "split", *LEARNS, "epochs=1", "target_wer=0") == train.EXIT_SUCCESS
+    assert run(data_dir, tmp_path / "split", *LEARNS, "epochs=3", "target_wer=0", flags=["--resume"]) == train.EXIT_SUCCESS
+    keys = ("epoch", "train_loss", "wer", "wer_per_utterance_mean", "cer", "lr", "dropped_utterances")
+    whole = [{k: m[k] for k in keys} for m in metrics_of(tmp_path / "whole")]
+    split = [{k: m[k] for k in keys} for m in metrics_of(tmp_path / "split")]
+    assert len(whole) == 3 and whole[0]["train_loss"] != whole[2]["train_loss"]
+    assert split == whole
+    assert json.loads((tmp_path / "split" / "result.json").read_text())["resumed"] == 1
+    capsys.readouterr()
+    # Another model cannot resume it; the error names the parameter.
+    assert run(data_dir, tmp_path / "split", *LEARNS, "hidden_size=8", flags=["--resume"]) == train.EXIT_ERROR
+    assert "hidden_size=16 in checkpoint but 8 now" in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_is_an_error(data_dir, tmp_path, capsys):
+    assert run(data_dir, tmp_path / "r", *TINY, flags=["--resume"]) == train.EXIT_ERROR
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_checkpoint_restores_every_random_generator():
+    import random
+
+    import numpy as np
+
+    state = checkpoint.rng_state()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    checkpoint.set_rng_state(state)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and (expected[1] == again[1]).all() and expected[2] == again[2]
+
+
+def test_bf16_trains_with_a_finite_loss(data_dir, tmp_path):
+    run(data_dir, tmp_path / "r", *TINY, "precision=bf16", "epochs=1", "target_wer=0")
+    (row,) = metrics_of(tmp_path / "r")
+    assert math.isfinite(row["train_loss"]) and row["skipped_steps"] == 0
+
+
+def test_gradient_accumulation_runs_the_micro_batch_path(data_dir, tmp_path):
+    run(data_dir, tmp_path / "r", *TINY, "batch_size=8", "gradient_accumulation_steps=2", "epochs=1", "target_wer=0")
+    (row,) = metrics_of(tmp_path / "r")
+    assert math.isfinite(row["train_loss"]) and row["skipped_steps"] == 0
+
+
+@pytest.mark.parametrize("overrides, count", [([], "207,352,608"), (["bidirectional=False"], "103,841,568")])
+def test_dry_run_prints_the_full_model(tmp_path, capsys, overrides, count):
+    data = trainer_fixtures.write_dataset(tmp_path / "data", params.make(), train_copies=1)
+    assert train.main(["--dry-run", "--data-dir", str(data), *overrides]) == train.EXIT_SUCCESS
+    out = capsys.readouterr().out
+    assert f"Number of parameters: {count}\n" in out
+    assert "DeepSpeech2(" in out and "Training utterances: 12" in out and "validation utterances: 4" in out
+    assert not (tmp_path / "results").exists()

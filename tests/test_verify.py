@@ -1,0 +1,139 @@
+"""data.verify / verify_dataset.sh: passes on a prepared tree, fails naming the damage."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import params
+from data import verify as ver
+from data.librispeech import SUBSETS
+from data.prepare import prepare
+from tests.corpus import write_tree
+
+REPO = Path(__file__).resolve().parents[1]
+CHAPTER = "LibriSpeech/dev-clean/100/1000"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    root = write_tree(tmp_path_factory.mktemp("verify") / "ds", {"dev-clean": (2, 3), "test-other": (1, 2)})
+    prepare(root, None, params.make({"window_size": 0.01}), jobs=1)
+    return root
+
+
+@pytest.fixture
+def ds(template, tmp_path):
+    return Path(shutil.copytree(template, tmp_path / "ds"))
+
+
+def _run(root: Path, capsys) -> tuple[int, str]:
+    code = ver.main(["--data-dir", str(root), "--jobs", "2"])
+    return code, capsys.readouterr().out
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_prepared_tree_passes(ds, capsys):
+    code, out = _run(ds, capsys)
+    assert code == 0 and out.rstrip().endswith("Dataset Checksum Passed.")
+    assert "Failed" not in out
+
+
+def test_flipped_byte_in_flac(ds, capsys):
+    _flip_byte(ds / CHAPTER / "100-1000-0001.flac")
+    code, out = _run(ds, capsys)
+    assert code == 1 and f"changed: {CHAPTER}/100-1000-0001.flac" in out
+    assert out.rstrip().endswith("Dataset Checksum Failed.")
+
+
+def test_flipped_byte_in_feature_shard(ds, capsys):
+    _flip_byte(ds / "features/dev-clean/101-1001.npy")
+    code, out = _run(ds, capsys)
+    assert code == 1 and "changed: features/dev-clean/101-1001.npy" in out
+
+
+def test_deleted_utterance(ds, capsys):
+    trans = ds / CHAPTER / "100-1000.trans.txt"
+    trans.write_text("".join(line for line in trans.read_text().splitlines(True) if not line.startswith("100-1000-0002 ")))
+    (ds / CHAPTER / "100-1000-0002.flac").unlink()
+    code, out = _run(ds, capsys)
+    assert code == 1
+    assert f"missing: {CHAPTER}/100-1000-0002.flac" in out
+    assert "extra: utterance 100-1000-0002 in manifests/dev-clean.jsonl has no transcript line" in out
+
+
+def test_edited_transcript(ds, capsys):
+    trans = ds / CHAPTER / "100-1000.trans.txt"
+    lines = trans.read_text().splitlines(True)
+    lines[0] = lines[0].split(" ")[0] + " SOMETHING ELSE\n"
+    trans.write_text("".join(lines))
+    code, out = _run(ds, capsys)
+    assert code == 1 and f"changed: {CHAPTER}/100-1000.trans.txt" in out
+    assert "transcript differs: utterance 100-1000-0000" in out and "'SOMETHING ELSE'" in out
+
+
+@pytest.mark.parametrize("extra", [f"{CHAPTER}/notes.txt", "features/test-other/200-2000.npy.bak"])
+def test_extra_file(ds, capsys, extra):
+    (ds / extra).write_bytes(b"x")
+    code, out = _run(ds, capsys)
+    assert code == 1 and f"extra: {extra}" in out
+
+
+def test_manifest_pointing_outside_its_shard(ds, capsys):
+    manifest = ds / "manifests/test-other.jsonl"
+    manifest.write_text(manifest.read_text().replace('"offset": 0', '"offset": 100000', 1))
+    code, out = _run(ds, capsys)
+    assert code == 1 and "changed: manifests/test-other.jsonl" in out and "features out of range: utterance" in out
+    assert "changed: manifests/test.jsonl (not the merge of test-other)" in out
+
+
+def test_verdict_independent_of_mtimes(ds, capsys):
+    code, before = _run(ds, capsys)
+    for path in sorted(ds.rglob("*")):
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    code_after, after = _run(ds, capsys)
+    assert code == code_after == 0 and before == after
+
+
+def test_official_count_checked_when_the_official_archive_was_recorded(ds, capsys):
+    (ds / ".state/download-dev-clean.done").write_text(SUBSETS["dev-clean"].md5 + "\n")
+    code, out = _run(ds, capsys)
+    assert code == 1 and "count: dev-clean has 6 utterances, the official archive 2703" in out
+    assert "dev-clean.tar.gz: recorded md5 42e2234ba48799c1f50f24a7926300a1 = official" in out
+
+
+def test_digest_is_the_sha256sum_of_sorted_audio_and_transcript_lines(ds, template):
+    lines = sorted(
+        (line for f in sorted((ds / "checksums").glob("*.sha256")) for line in f.read_text().splitlines(True)
+         if line.split("  ", 1)[1].startswith("LibriSpeech/")),
+        key=lambda line: line.split("  ", 1)[1],
+    )
+    report = ver.verify(ds)
+    assert report.passed
+    assert report.digest == hashlib.sha256("".join(lines).encode()).hexdigest()
+    _flip_byte(ds / CHAPTER / "100-1000-0001.flac")
+    assert ver.verify(ds).digest != report.digest
+
+
+def test_shell_wrapper(ds):
+    result = subprocess.run([str(REPO / "verify_dataset.sh"), "--data-dir", str(ds), "--jobs", "1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Dataset Checksum Passed." in result.stdout
+    (ds / "checksums/dev-clean.sha256").unlink()
+    result = subprocess.run([str(REPO / "verify_dataset.sh"), "--data-dir", str(ds)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "missing: checksums/dev-clean.sha256" in result.stdout
+
+
+def test_shell_wrapper_passes_shellcheck():
+    shellcheck = shutil.which("shellcheck") or str(REPO / ".venv/bin/shellcheck")
+    if not Path(shellcheck).exists():
+        pytest.skip("shellcheck not installed")
+    assert subprocess.run([shellcheck, str(REPO / "verify_dataset.sh")], capture_output=True).returncode == 0
