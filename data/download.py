@@ -466,9 +466,12 @@ def fetch_all(cfg: Config, subsets: list[str], jobs: int) -> list[str]:
 
 
 def run_prepare(data_dir: Path, subsets: list[str], p: params.Params, jobs: int) -> None:
-    from data.prepare import prepare  # lazy: downloading works without the preparation stage
+    from data.prepare import PrepareError, prepare  # lazy: torch is only needed from here on
 
-    prepare(data_dir, subsets, p, jobs)
+    try:
+        prepare(data_dir, subsets, p, jobs)
+    except PrepareError as err:
+        raise DownloadError(f"preparing the features: {err}") from None
 
 
 def parse_subsets(text: str) -> list[str]:

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,6 @@ class ChapterResult:
     hashes: list[tuple[str, str]]  # (path relative to data_dir, sha256)
     audio_seconds: float
     reused: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- small file helpers

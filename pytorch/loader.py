@@ -101,6 +101,12 @@ def filter_rows(rows: list[dict], max_duration: float) -> list[dict]:
     return [row for row in rows if row["duration"] <= max_duration]
 
 
+def normalise(features: torch.Tensor) -> torch.Tensor:
+    """(F, T) -> (F, T) with zero mean and unit std over the whole utterance (the reference's
+    single mean and std); the std is floored so a silent utterance gives zeros, not NaN."""
+    return (features - features.mean()) / features.std().clamp(min=MIN_STD)
+
+
 class UtteranceDataset(Dataset):
     """Item i -> (features (F, T) float32, labels (L,) int64, id) of manifest row i.
 
@@ -129,9 +135,7 @@ class UtteranceDataset(Dataset):
         row = self.rows[i]
         frames = self._frames(row)
         features = torch.from_numpy(np.ascontiguousarray(frames.T, dtype=np.float32))
-        mean, std = features.mean(), features.std()
-        features = (features - mean) / std.clamp(min=MIN_STD)
-        return features, torch.tensor(self.targets[i], dtype=torch.long), row["id"]
+        return normalise(features), torch.tensor(self.targets[i], dtype=torch.long), row["id"]
 
     def _frames(self, row: dict) -> np.ndarray:
         """The utterance's (T, F) slice of its shard, checked against the manifest."""

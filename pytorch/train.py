@@ -54,6 +54,11 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
+    @property
+    def sync_batchnorm(self) -> bool:
+        """Several CUDA ranks normalise over the whole micro-batch set; CPU tensors are refused by it."""
+        return self.distributed and self.device.type == "cuda"
+
 
 @dataclass
 class StepResult:
@@ -247,16 +252,15 @@ def train_step(model, optimizer, scaler, micro_batches, global_count: int, p: pa
     stats = RunningStats(model)
     loss_sum, dropped, finite = 0.0, 0, True
     for batch in micro_batches:
-        if not finite:
-            continue  # the step is lost already; keep consuming the loader
         stats.before_forward()
         loss, n_dropped = micro_batch_loss(model, batch, p, world.device)
         stats.after_forward()
         dropped += n_dropped
-        if loss is None:
-            continue
-        if not torch.isfinite(loss):
+        if loss is not None and not torch.isfinite(loss):
             finite = False
+        if loss is None or not finite:
+            # A lost step still runs its remaining forwards: under SyncBatchNorm every rank must
+            # make the same collective calls.
             continue
         loss_sum += loss.item()
         scaled = loss / global_count
@@ -287,17 +291,28 @@ def train_step(model, optimizer, scaler, micro_batches, global_count: int, p: pa
 # ---------------------------------------------------------------- epochs
 
 
+def progress_bar(total: int, desc: str, world: World) -> tqdm:
+    """tqdm on rank 0: live on a terminal; into a log (CI, demo, nohup) a line every 30 s instead."""
+    live = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="step", disable=not world.main, mininterval=0.1 if live else 30.0,
+                ascii=not live, dynamic_ncols=live)  # fmt: skip
+
+
 def train_epoch(model, optimizer, scaler, rows, data_loader, p: params.Params, world: World, epoch: int, first_step: int, total_steps: int) -> dict:
     """One pass over the training set in (optionally shuffled) length-ordered batches -> epoch stats."""
     batches = loader.global_batches(len(rows), p.batch_size, p.shuffle_batches, p.seed, epoch)
-    # Empty tail micro-batches are left out: this rank then simply contributes no gradient.
+    if world.sync_batchnorm:
+        # SyncBatchNorm needs the same forwards on every rank: a tail batch too small to give every
+        # micro-batch an utterance (fewer than world size x accumulation steps) is left out everywhere.
+        batches = [b for b in batches if len(b) >= world.size * p.gradient_accumulation_steps]
+    # Otherwise an empty tail micro-batch is left out: that rank simply contributes no gradient.
     mine = [[m for m in loader.micro_batches(b, world.size, p.gradient_accumulation_steps, world.rank) if m] for b in batches]
     data_loader.batch_sampler.set([m for step in mine for m in step])
     data = iter(data_loader)
     model.train()
     losses, skipped, dropped, utterances, audio_s = [], 0, 0, 0, 0.0
     start = time.perf_counter()
-    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{p.epochs}", unit="step", disable=None if world.main else True)
+    bar = progress_bar(len(batches), f"epoch {epoch + 1}/{p.epochs}", world)
     for i, (global_batch, micro_indices) in enumerate(zip(batches, mine)):
         lr = learning_rate(p, epoch, first_step + i, total_steps)
         for group in optimizer.param_groups:
@@ -311,7 +326,7 @@ def train_epoch(model, optimizer, scaler, rows, data_loader, p: params.Params, w
         audio_s += sum(rows[j]["duration"] for j in global_batch)
         elapsed = time.perf_counter() - start
         bar.set_postfix(loss=f"{losses[-1]:.2f}" if losses else "-", utt_s=f"{utterances / elapsed:.1f}",
-                        audio_s_s=f"{audio_s / elapsed:.1f}", skipped=skipped, dropped=dropped)  # fmt: skip
+                        audio_s_s=f"{audio_s / elapsed:.1f}", skipped=skipped, dropped=dropped, refresh=False)  # fmt: skip
         bar.update()
     bar.close()
     seconds = time.perf_counter() - start
@@ -415,8 +430,7 @@ def fit(args, p, world: World, log: MLPerfLog, model, train, val) -> int:
     """Init done up to the model: optimiser, resume, then the timed epochs and the stop rule."""
     say = print if world.main else (lambda *a, **k: None)
     model.to(world.device)
-    if world.distributed and world.device.type == "cuda":
-        # CPU tensors are refused by SyncBatchNorm: on CPU each micro-batch normalises over itself.
+    if world.sync_batchnorm:  # on CPU each micro-batch normalises over itself
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = make_optimizer(model, p)
     scaler = torch.amp.GradScaler("cuda") if p.precision == "fp16" else None

@@ -43,22 +43,13 @@ def read_audio(path, sample_rate: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mono))
 
 
-def normalise(features: torch.Tensor) -> torch.Tensor:
-    """(F, T) -> (F, T) zero mean, unit std over the whole utterance.
-
-    Must equal pytorch.loader.UtteranceDataset's normalisation (a test holds them together);
-    the loader does not expose it as a function yet.
-    """
-    return (features - features.mean()) / features.std().clamp(min=loader.MIN_STD)
-
-
 def features_of(path, p: params.Params) -> torch.Tensor:
     """Audio file -> normalised model input (F, T), at least MIN_FRAMES frames."""
     try:
         frames = extract(read_audio(path, p.sample_rate), p)  # (T, F)
     except FeatureError as err:
         raise AudioError(f"{path}: {err}") from None
-    features = normalise(frames.t())
+    features = loader.normalise(frames.t())
     # As in training's evaluation: zero-pad (after normalising) what the convolutions cannot take.
     return F.pad(features, (0, max(0, MIN_FRAMES - features.shape[1])))
 

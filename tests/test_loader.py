@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import params
+from pytorch import loader
 from data import labels
 from pytorch.loader import (
     LoaderError,
@@ -186,3 +187,12 @@ def test_make_loader_follows_given_batches(data_dir, workers):
     assert got[1][1] == [ids[3]] and got[2][1] == []
     loader.batch_sampler.set([[1]])
     assert [batch[4] for batch in loader] == [[ids[1]]]
+
+
+def test_normalise_gives_zero_mean_unit_std_and_survives_silence():
+    frames = torch.randn(81, 50) * 3 + 2
+    out = loader.normalise(frames)
+    assert torch.allclose(out.mean(), torch.tensor(0.0), atol=1e-5)
+    assert torch.allclose(out.std(), torch.tensor(1.0), atol=1e-5)
+    silent = loader.normalise(torch.full((81, 50), 0.25))
+    assert torch.equal(silent, torch.zeros(81, 50))

@@ -82,3 +82,13 @@ def test_two_processes_equal_one_process_accumulating(tmp_path):
             assert b[key] == a[key], key
     ok, output = mlperf.check_log(tmp_path / "two" / mlperf.LOG_NAME, tmp_path / "checker.log")
     assert ok, output
+
+    # The 2-process checkpoint resumes in 1 process and continues exactly as the 1-process run does.
+    for name in ("one", "two"):
+        resumed = train.main(["--data-dir", str(data), "--results-dir", str(tmp_path / name), "--resume",
+                              *common[:-2], "epochs=3", "target_wer=0", "gradient_accumulation_steps=2"])  # fmt: skip
+        assert resumed == train.EXIT_SUCCESS
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()] for name in ("one", "two")}
+    assert len(rows["one"]) == len(rows["two"]) == 3
+    assert rows["two"][2]["train_loss"] == pytest.approx(rows["one"][2]["train_loss"], rel=1e-4)
+    assert rows["two"][2]["wer"] == rows["one"][2]["wer"]
