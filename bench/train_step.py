@@ -109,8 +109,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         p = params.parse(args.overrides)
-        if p.precision == "fp16" and not torch.cuda.is_available():
-            raise params.ParamError("precision='fp16': needs CUDA; use precision=bf16 or fp32 on CPU")
+        train.check_precision(p.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     except params.ParamError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

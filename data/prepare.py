@@ -78,11 +78,8 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_transcripts(path: Path, prefix: str) -> dict[str, str]:

@@ -217,11 +217,8 @@ def write_archive(path: Path, subset: str, chapters: list[Chapter], rendered, pr
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def write_md5sums(out_dir: Path) -> Path:

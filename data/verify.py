@@ -49,14 +49,11 @@ class Report:
 
 def sha256_file(path: Path) -> str | None:
     """sha256 of the file's bytes, or None if it does not exist."""
-    digest = hashlib.sha256()
     try:
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+            return hashlib.file_digest(f, "sha256").hexdigest()
     except (FileNotFoundError, IsADirectoryError):
         return None
-    return digest.hexdigest()
 
 
 def read_records(data_dir: Path, report: Report) -> dict[str, dict[str, str]]:

@@ -109,8 +109,7 @@ def main(argv=None) -> int:
     try:
         model, p = load_model(args.checkpoint, args.device)
         p = with_precision(p, args.precision)
-        if p.precision == "fp16" and torch.device(args.device).type != "cuda":
-            raise params.ParamError("precision fp16: needs CUDA; use bf16 or fp32 on CPU")
+        train.check_precision(p.precision, torch.device(args.device))
         loader.check_features(args.data_dir, p)
         batch_size = args.batch_size or p.batch_size
         workers = p.num_workers if args.num_workers is None else args.num_workers

@@ -77,22 +77,25 @@ def write_result(results_dir: Path, status: str, metrics: list[dict], time_to_tr
 
 
 def plot_curves(results_dir: Path, metrics: list[dict], target_wer: float) -> None:
-    """curves.png: train loss (left axis) and validation WER (right axis) per epoch."""
+    """curves.png: train loss and validation WER (with the target) per epoch, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [m["epoch"] for m in metrics]
-    fig, loss_ax = plt.subplots(figsize=(7, 4))
-    loss_ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", color="tab:blue", label="train loss")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("train loss (CTC / utterance)", color="tab:blue")
-    wer_ax = loss_ax.twinx()
-    wer_ax.plot(epochs, [m["wer"] for m in metrics], "s-", color="tab:red", label="val WER")
-    wer_ax.axhline(target_wer, color="tab:red", linestyle="--", label=f"target {target_wer:g}%")
-    wer_ax.set_ylabel("validation WER (%)", color="tab:red")
+    fig, (loss_ax, wer_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    loss_ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", color="tab:blue")
+    loss_ax.set_ylabel("train loss (CTC / utterance)")
+    wer_ax.plot(epochs, [m["wer"] for m in metrics], "s-", color="tab:red", label="validation WER")
+    wer_ax.axhline(target_wer, color="black", linestyle="--", linewidth=1, label=f"target {target_wer:g}")
+    wer_ax.set_ylabel("WER (%)")
     wer_ax.legend(loc="upper right")
+    for ax in (loss_ax, wer_ax):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(results_dir) / "curves.png"
     tmp = path.with_name(f".curves.tmp-{os.getpid()}.png")

@@ -127,6 +127,12 @@ def make_loaders(p: params.Params, world: World, train, val):
     return train_loader, loader.make_loader(val[1], val_batches, p.num_workers, pin)
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """fp16 needs CUDA: float16 autocast with a GradScaler has no CPU path."""
+    if precision == "fp16" and device.type != "cuda":
+        raise params.ParamError("precision='fp16': needs CUDA (float16 autocast with a GradScaler); use precision=bf16 or fp32 on CPU")
+
+
 def autocast(p: params.Params, device: torch.device):
     """Mixed precision around the model only; the CTC loss is always computed in fp32."""
     if p.precision == "fp32":
@@ -386,8 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         p = params.parse(args.overrides)
-        if p.precision == "fp16" and not torch.cuda.is_available():
-            raise params.ParamError("precision='fp16': needs CUDA (float16 autocast with a GradScaler); use precision=bf16 or fp32 on CPU")
+        check_precision(p.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     except params.ParamError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

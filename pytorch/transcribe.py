@@ -84,8 +84,7 @@ def main(argv=None) -> int:
     try:
         model, p = load_model(args.checkpoint, args.device)
         p = with_precision(p, args.precision)
-        if p.precision == "fp16" and torch.device(args.device).type != "cuda":
-            raise params.ParamError("precision fp16: needs CUDA; use bf16 or fp32 on CPU")
+        train.check_precision(p.precision, torch.device(args.device))
     except (checkpoint.CheckpointError, params.ParamError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
