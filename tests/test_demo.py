@@ -6,6 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from pytorch import mlperf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,3 +42,13 @@ def test_demo_runs_every_stage_and_reuses_its_data(tmp_path):
     assert again.returncode == 3, again.stdout[-3000:] + again.stderr[-3000:]
     assert "corpus already there" in again.stdout and "Dataset Checksum Passed." in again.stdout
     assert "status aborted" in again.stdout
+
+
+@pytest.mark.slow
+def test_full_demo_reaches_the_target(tmp_path):
+    """The real `make demo` configuration (about 6 minutes on 2 cores): held-out WER <= 23.0."""
+    done = subprocess.run([str(REPO / "demo.sh"), "--dir", str(tmp_path / "demo")], capture_output=True, text=True,
+                          timeout=3600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(next((tmp_path / "demo" / "results").glob("*/result.json")).read_text())
+    assert result["status"] == "success" and result["final_wer"] <= 23.0
