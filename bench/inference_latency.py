@@ -9,6 +9,7 @@ Weights are random unless --checkpoint is given; latency does not depend on thei
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -21,7 +22,7 @@ import params
 from data.features import frame_count
 from pytorch import results
 from pytorch.checkpoint import CheckpointError
-from pytorch.evaluate import load_model, with_precision
+from pytorch.evaluate import load_model
 from pytorch.model import MIN_FRAMES, DeepSpeech2
 from pytorch.train import autocast
 
@@ -40,7 +41,7 @@ def time_forward(model, p, batch: int, duration: float, device, warmup: int, ite
     features = torch.randn(batch, p.n_features, frames, device=device)
     lengths = torch.full((batch,), frames, dtype=torch.long, device=device)
     times = []
-    with torch.inference_mode(), autocast(with_precision(p, precision), torch.device(device)):
+    with torch.inference_mode(), autocast(dataclasses.replace(p, precision=precision), torch.device(device)):
         for step in range(warmup + iterations):
             _sync(device)
             start = time.perf_counter()

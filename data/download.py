@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 import requests
 import urllib3
-from tqdm import tqdm
+from data.progress import progress_bar
 
 import params
 from data import librispeech
@@ -235,8 +235,8 @@ class _Transfer:
 
     def _stream(self, r: requests.Response, total: int | None) -> None:
         start = self.done
-        bar = tqdm(total=total, initial=self.done, desc=librispeech.archive_name(self.subset), unit="B",
-                   unit_scale=True, unit_divisor=1024, position=self.position, leave=True, mininterval=0.5)
+        bar = progress_bar(total=total, initial=self.done, desc=librispeech.archive_name(self.subset), unit="B",
+                       unit_scale=True, unit_divisor=1024, position=self.position, leave=True)
         try:
             with open(self.part, "ab") as f:
                 # raw stream, undecoded: a server labelling .tar.gz "Content-Encoding: gzip" must

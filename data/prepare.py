@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from tqdm import tqdm
+from data.progress import progress_bar
 
 import params
 from data import labels
@@ -238,7 +238,7 @@ def find_chapters(data_dir: Path, subset: str) -> list[str]:
 
 def _run_chapters(tasks: list[ChapterTask], jobs: int, subset: str):
     """Yield ChapterResults (any order) with a progress bar."""
-    bar = tqdm(total=len(tasks), unit="chapter", desc=subset, dynamic_ncols=True)
+    bar = progress_bar(total=len(tasks), unit="chapter", desc=subset)
     start, utterances, seconds = time.perf_counter(), 0, 0.0
     if jobs <= 1:
         results = map(process_chapter, tasks)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import soxr
-from tqdm import tqdm
+from data.progress import progress_bar
 
 from data.librispeech import SAMPLE_RATE, SUBSETS, archive_name
 from data.sentences import sentences, split_for_subset
@@ -181,7 +181,7 @@ def _batches(chapters: list[Chapter]) -> list[list[Utterance]]:
     return [list(c.utterances[i : i + BATCH]) for c in chapters for i in range(0, len(c.utterances), BATCH)]
 
 
-def write_archive(path: Path, subset: str, chapters: list[Chapter], rendered, progress: tqdm) -> float:
+def write_archive(path: Path, subset: str, chapters: list[Chapter], rendered, bar) -> float:
     """Stream one subset's tar.gz to a temporary name beside `path`, then rename it into place.
 
     `rendered` yields render() results for _batches(chapters), in order. Returns audio seconds.
@@ -206,7 +206,7 @@ def write_archive(path: Path, subset: str, chapters: list[Chapter], rendered, pr
                             _add_file(tar, f"{root}/{chapter.directory}/{utterance.uid}.flac", flac)
                             lines.append(f"{utterance.uid} {utterance.text}\n")
                             seconds += n_samples / SAMPLE_RATE
-                            progress.update(1)
+                            bar.update(1)
                     transcript = f"{root}/{chapter.directory}/{chapter.speaker}-{chapter.chapter}.trans.txt"
                     _add_file(tar, transcript, "".join(sorted(lines)).encode())
             gz.flush()
@@ -263,11 +263,11 @@ def synthesize(out_dir, counts: dict[str, int], seed: int = 1, jobs: int = 2) ->
     try:
         rendered = pool.imap(render, batches) if pool else map(render, batches)
         paths = []
-        with tqdm(total=sum(counts.values()), unit="utt", desc="synthesize") as progress:
+        with progress_bar(total=sum(counts.values()), unit="utt", desc="synthesize") as bar:
             for subset in counts:
-                progress.set_description(subset)
+                bar.set_description(subset)
                 path = out_dir / archive_name(subset)
-                write_archive(path, subset, plans[subset], rendered, progress)
+                write_archive(path, subset, plans[subset], rendered, bar)
                 paths.append(path)
     finally:
         if pool:

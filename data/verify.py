@@ -28,7 +28,7 @@ from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from data.progress import progress_bar
 
 from data.librispeech import SPLITS, SUBSETS
 from data.labels import normalise
@@ -79,7 +79,7 @@ def hash_all(data_dir: Path, paths: list[str], jobs: int) -> dict[str, str | Non
 
     with ThreadPool(max(1, jobs)) as pool:
         results = pool.imap_unordered(one, paths, chunksize=16)
-        return dict(tqdm(results, total=len(paths), unit="file", desc="sha256", dynamic_ncols=True))
+        return dict(progress_bar(results, total=len(paths), unit="file", desc="sha256"))
 
 
 def walk_files(base: Path, data_dir: Path) -> list[str]:

@@ -24,11 +24,12 @@ from pytorch.model import DeepSpeech2
 EXIT_USAGE = 2
 
 
-def load_model(path, device) -> tuple[DeepSpeech2, params.Params]:
-    """(model in eval mode on device, its Params) from a checkpoint written by pytorch.checkpoint.
+def load_model(path, device, precision: str | None = None) -> tuple[DeepSpeech2, params.Params]:
+    """(model in eval mode on device, its Params) from a checkpoint written by pytorch.checkpoint,
+    with the autocast precision replaced when one is given (None: the checkpoint's).
 
     Raises checkpoint.CheckpointError naming the file when it is missing, unreadable or does not
-    hold a model of its own parameters.
+    hold a model of its own parameters, and params.ParamError for fp16 without CUDA.
     """
     path = Path(path)
     if not path.is_file():
@@ -42,12 +43,10 @@ def load_model(path, device) -> tuple[DeepSpeech2, params.Params]:
         raise checkpoint.CheckpointError(f"{path}: checkpoint lacks the entry {err}") from None
     except (params.ParamError, RuntimeError, ValueError, TypeError) as err:
         raise checkpoint.CheckpointError(f"{path}: checkpoint does not hold a usable model: {err}") from None
+    if precision is not None:
+        p = dataclasses.replace(p, precision=precision)
+    train.check_precision(p.precision, torch.device(device))
     return model.to(device).eval(), p
-
-
-def with_precision(p: params.Params, precision: str | None) -> params.Params:
-    """p with its autocast precision replaced (None: kept); fp16 autocast needs CUDA."""
-    return p if precision is None else dataclasses.replace(p, precision=precision)
 
 
 def evaluate_split(model, p: params.Params, data_dir, split: str, batch_size: int, num_workers: int, device) -> dict:
@@ -107,9 +106,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        model, p = load_model(args.checkpoint, args.device)
-        p = with_precision(p, args.precision)
-        train.check_precision(p.precision, torch.device(args.device))
+        model, p = load_model(args.checkpoint, args.device, args.precision)
         loader.check_features(args.data_dir, p)
         batch_size = args.batch_size or p.batch_size
         workers = p.num_workers if args.num_workers is None else args.num_workers

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
-from tqdm import tqdm
+from data.progress import progress_bar
 
 import params
 from pytorch import checkpoint, loader, results
@@ -297,13 +297,6 @@ def train_step(model, optimizer, scaler, micro_batches, global_count: int, p: pa
 # ---------------------------------------------------------------- epochs
 
 
-def progress_bar(total: int, desc: str, world: World) -> tqdm:
-    """tqdm on rank 0: live on a terminal; into a log (CI, demo, nohup) a line every 30 s instead."""
-    live = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="step", disable=not world.main, mininterval=0.1 if live else 30.0,
-                ascii=not live, dynamic_ncols=live)  # fmt: skip
-
-
 def train_epoch(model, optimizer, scaler, rows, data_loader, p: params.Params, world: World, epoch: int, first_step: int, total_steps: int) -> dict:
     """One pass over the training set in (optionally shuffled) length-ordered batches -> epoch stats."""
     batches = loader.global_batches(len(rows), p.batch_size, p.shuffle_batches, p.seed, epoch)
@@ -318,7 +311,7 @@ def train_epoch(model, optimizer, scaler, rows, data_loader, p: params.Params, w
     model.train()
     losses, skipped, dropped, utterances, audio_s = [], 0, 0, 0, 0.0
     start = time.perf_counter()
-    bar = progress_bar(len(batches), f"epoch {epoch + 1}/{p.epochs}", world)
+    bar = progress_bar(total=len(batches), desc=f"epoch {epoch + 1}/{p.epochs}", unit="step", disable=not world.main)
     for i, (global_batch, micro_indices) in enumerate(zip(batches, mine)):
         lr = learning_rate(p, epoch, first_step + i, total_steps)
         for group in optimizer.param_groups:

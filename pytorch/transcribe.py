@@ -23,7 +23,7 @@ import params
 from data.features import FeatureError, extract
 from pytorch import checkpoint, loader, train
 from pytorch.decode import greedy_decode
-from pytorch.evaluate import EXIT_USAGE, load_model, with_precision
+from pytorch.evaluate import EXIT_USAGE, load_model
 from pytorch.model import MIN_FRAMES
 
 
@@ -82,9 +82,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        model, p = load_model(args.checkpoint, args.device)
-        p = with_precision(p, args.precision)
-        train.check_precision(p.precision, torch.device(args.device))
+        model, p = load_model(args.checkpoint, args.device, args.precision)
     except (checkpoint.CheckpointError, params.ParamError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
