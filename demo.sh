@@ -38,8 +38,8 @@ while (($#)); do
   esac
 done
 
-PY=.venv/bin/python
-[[ -x $PY ]] || PY=python3
+PY=${DS2_PYTHON:-.venv/bin/python}
+[[ -x $PY ]] || command -v "$PY" >/dev/null || PY=python3
 CORPUS=$DIR/corpus-$TRAIN-$DEV
 DATASET=$DIR/dataset-$TRAIN-$DEV
 RESULTS=$DIR/results/$(date +%Y%m%d-%H%M%S)

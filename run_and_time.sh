@@ -47,8 +47,9 @@ while (($#)); do
 done
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
-PYTHON=python3
-if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; fi
+# DS2_PYTHON (set in the Docker image) wins over a .venv that a host may have left in the mounted repo.
+PYTHON=${DS2_PYTHON:-.venv/bin/python}
+[[ -x $PYTHON ]] || command -v "$PYTHON" >/dev/null || PYTHON=python3
 DATA_DIR=${DATA_DIR:-$PWD/LibriSpeech_dataset}
 RESULTS_DIR=${RESULTS_DIR:-$PWD/results/$(date +%Y%m%d-%H%M%S)}
 
