@@ -175,6 +175,8 @@ def _check(p: Params) -> None:
         raise ParamError(f"window_stride={p.window_stride}: must not exceed window_size={p.window_size}")
     if p.feature == "mfcc" and p.n_mfcc > p.n_mels:
         raise ParamError(f"n_mfcc={p.n_mfcc}: must not exceed n_mels={p.n_mels}")
+    if p.momentum >= 1:
+        raise ParamError(f"momentum={p.momentum}: must be below 1 (SGD diverges; AdamW's beta1 must be < 1)")
     if p.batch_size % p.gradient_accumulation_steps:
         raise ParamError(
             f"batch_size={p.batch_size}: must be divisible by gradient_accumulation_steps={p.gradient_accumulation_steps}"

@@ -19,7 +19,8 @@ Trains DeepSpeech2 until the validation WER reaches target_wer and prints, as ot
   key=value          parameter overrides, e.g. preset=demo lr=3e-4 (python -m pytorch.train --help)
 
 Environment: NPROC (processes per node, default 1), NNODES (default 1), NODE_RANK, MASTER_ADDR,
-MASTER_PORT: with NPROC > 1 or NNODES > 1 the trainer runs under torchrun.
+MASTER_PORT: with NPROC > 1 or NNODES > 1 the trainer runs under torchrun. With NNODES > 1,
+--results-dir must be on a file system all nodes share (rank 0 writes, every rank resumes from it).
 
 Exit status: 0 target reached, 1 error, 2 bad parameters, 3 aborted (every epoch run without
 reaching the target: MLPerf counts that as a failed run; result.json says status "aborted").
@@ -50,6 +51,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # DS2_PYTHON (set in the Docker image) wins over a .venv that a host may have left in the mounted repo.
 PYTHON=${DS2_PYTHON:-.venv/bin/python}
 [[ -x $PYTHON ]] || command -v "$PYTHON" >/dev/null || PYTHON=python3
+if ((${NNODES:-1} > 1)) && [[ -z $RESULTS_DIR ]]; then
+    echo "error: NNODES > 1 needs --results-dir on a file system every node shares (checkpoints, resume)" >&2
+    exit 2
+fi
 DATA_DIR=${DATA_DIR:-$PWD/LibriSpeech_dataset}
 RESULTS_DIR=${RESULTS_DIR:-$PWD/results/$(date +%Y%m%d-%H%M%S)}
 
@@ -76,8 +81,11 @@ fi
 # parameters stop here, before the timing starts, with the trainer's message and status 2.
 SEED_OF='
 import sys, params
+from pytorch.train import check_trainable
 try:
-    print(params.parse(sys.argv[1:]).seed)
+    p = params.parse(sys.argv[1:])
+    check_trainable(p)
+    print(p.seed)
 except params.ParamError as err:
     sys.exit(f"error: {err}")'
 SEED=$("$PYTHON" -c "$SEED_OF" ${OVERRIDES[@]+"${OVERRIDES[@]}"}) || exit 2
@@ -90,7 +98,8 @@ STATUS=0
 END=$(date +%s)
 echo "ENDING TIMING RUN AT $(date +"%Y-%m-%d %r")"
 echo "RESULT,SPEECH_RECOGNITION,$SEED,$((END - START)),${USER:-$(id -un)},$START_FMT"
-if ((STATUS == 0)); then
+# Only the node of global rank 0 writes result.json; the others report the launcher's status.
+if ((STATUS == 0)) && [[ ${NODE_RANK:-0} == 0 ]]; then
     RUN_STATUS=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["status"])' "$RESULTS_DIR/result.json") || exit 1
     if [[ $RUN_STATUS != success ]]; then
         echo "Target not reached: run $RUN_STATUS (see $RESULTS_DIR/result.json)" >&2

@@ -56,24 +56,36 @@ def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor, sync: bool = False) -> torch.Tensor:
     """BatchNorm over the valid positions of x only.
 
     x: (N, C, ...) with channels on dim 1; mask: float, broadcastable to x with size 1 on dim 1,
     1 on valid positions. In training the batch statistics are those of the valid positions and the
-    running statistics are updated as nn.BatchNorm does (unbiased variance); in eval mode, or once
-    the module became a SyncBatchNorm (CUDA distributed), the module runs as it is.
+    running statistics are updated as nn.BatchNorm does (unbiased variance); in eval mode the module
+    runs as it is. sync=True (several CUDA processes) takes the statistics over the valid positions
+    of every rank's batch, summed with a differentiable all_reduce: what SyncBatchNorm does, but
+    blind to padding. Every rank must then make the same calls, forward and backward.
     """
-    if not bn.training or isinstance(bn, nn.SyncBatchNorm) or not bn.track_running_stats:
+    if not bn.training or not bn.track_running_stats:
         return bn(x)
     dims = [d for d in range(x.dim()) if d != 1]
     shape = [1, -1] + [1] * (x.dim() - 2)
     x, mask = x.float(), mask.float()
     count = mask.expand(x.shape[:1] + (1,) + x.shape[2:]).sum()
-    mean = (x * mask).sum(dims) / count.clamp(min=1)
+    total = (x * mask).sum(dims)
+    if sync:
+        from torch.distributed.nn.functional import all_reduce
+
+        packed = all_reduce(torch.cat([total, count.reshape(1)]))
+        total, count = packed[:-1], packed[-1]
+    mean = total / count.clamp(min=1)
     centred = x - mean.view(shape)
-    var = (centred.square() * mask).sum(dims) / count.clamp(min=1)
-    _update_running_stats(bn, mean.detach(), var.detach(), count)
+    squares = (centred.square() * mask).sum(dims)
+    if sync:
+        squares = all_reduce(squares)
+    var = squares / count.clamp(min=1)
+    if float(count) > 0:  # a batch without one valid position says nothing about the statistics
+        _update_running_stats(bn, mean.detach(), var.detach(), count)
     scale = torch.rsqrt(var + bn.eps)
     if bn.affine:
         return centred * (scale * bn.weight).view(shape) + bn.bias.view(shape)
@@ -144,6 +156,8 @@ class DeepSpeech2(nn.Module):
         sizes = [rnn_input] + [p.hidden_size] * (p.hidden_layers - 1)
         self.rnns = nn.ModuleList(BatchRNN(p.rnn_type, size, p.hidden_size, p.bidirectional) for size in sizes)
         self.fc = nn.Sequential(nn.BatchNorm1d(p.hidden_size), nn.Linear(p.hidden_size, len(LABELS), bias=False))
+        # Set by the trainer when several CUDA processes train: batch statistics over all ranks.
+        self.sync_batchnorm = False
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (N, F, T), lengths (N,) -> (log-probs (T', N, 29) float32, out_lengths (N,)).
@@ -185,7 +199,7 @@ class DeepSpeech2(nn.Module):
         for conv, bn, act, frames_of in ((conv1, bn1, act1, conv1_lengths), (conv2, bn2, act2, output_lengths)):
             x = conv(x)
             mask = frame_mask(frames_of(lengths), x.shape[3])[:, None, None, :].float()  # (N, 1, 1, T)
-            x = act(masked_batch_norm(bn, x, mask))
+            x = act(masked_batch_norm(bn, x, mask, self.sync_batchnorm))
             x = x * mask.to(x.dtype)
         return x
 
@@ -193,5 +207,5 @@ class DeepSpeech2(nn.Module):
         """x (T, N, H), mask (T, N, 1) -> (T, N, 29): BatchNorm1d + Linear applied to every frame."""
         bn, linear = self.fc
         t, n, h = x.shape
-        flat = masked_batch_norm(bn, x.reshape(t * n, h), mask.reshape(t * n, 1))
+        flat = masked_batch_norm(bn, x.reshape(t * n, h), mask.reshape(t * n, 1), self.sync_batchnorm)
         return linear(flat).reshape(t, n, -1)

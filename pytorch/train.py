@@ -30,7 +30,7 @@ import params
 from pytorch import checkpoint, loader, results
 from pytorch.decode import ErrorCounts, greedy_decode
 from pytorch.mlperf import MLPerfLog
-from pytorch.model import MIN_FRAMES, DeepSpeech2
+from pytorch.model import MIN_FRAMES, DeepSpeech2, conv_frequencies
 
 EXIT_SUCCESS, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 CTC = torch.nn.CTCLoss(blank=0, reduction="sum", zero_infinity=False)
@@ -56,7 +56,7 @@ class World:
 
     @property
     def sync_batchnorm(self) -> bool:
-        """Several CUDA ranks normalise over the whole micro-batch set; CPU tensors are refused by it."""
+        """Several CUDA ranks take BatchNorm statistics over all ranks' micro-batches (see model.py)."""
         return self.distributed and self.device.type == "cuda"
 
 
@@ -133,6 +133,19 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise params.ParamError("precision='fp16': needs CUDA (float16 autocast with a GradScaler); use precision=bf16 or fp32 on CPU")
 
 
+def check_trainable(p: params.Params) -> None:
+    """ParamError for what params.py accepts but training cannot do here: checked before any work.
+
+    (Preparing, say, 13 MFCCs is fine; the reference's convolutions cannot take them.)
+    """
+    check_precision(p.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        conv_frequencies(p.n_features)
+    except ValueError as err:
+        knob = f"n_mfcc={p.n_mfcc}" if p.feature == "mfcc" else f"window_size={p.window_size}"
+        raise params.ParamError(f"{knob}: {err}") from None
+
+
 def autocast(p: params.Params, device: torch.device):
     """Mixed precision around the model only; the CTC loss is always computed in fp32."""
     if p.precision == "fp32":
@@ -172,11 +185,12 @@ def ctc_loss(log_probs: torch.Tensor, out_lengths: torch.Tensor, targets: torch.
     return CTC(log_probs.float(), targets, out_lengths, target_lengths)
 
 
-def micro_batch_loss(model, batch, p: params.Params, device: torch.device) -> tuple[torch.Tensor | None, int]:
-    """Forward one micro-batch -> (summed CTC of its alignable utterances or None if none, dropped).
+def micro_batch_loss(model, batch, p: params.Params, device: torch.device) -> tuple[torch.Tensor, int, int]:
+    """Forward one micro-batch -> (summed CTC of its alignable utterances, kept, dropped).
 
     An utterance whose output is shorter than its transcript needs (or empty) gives an infinite CTC:
-    it is dropped here and counted, not left to poison the batch.
+    it is dropped here and counted, not left to poison the batch. With none kept the loss is a zero
+    that still depends on the model, so its backward (and synchronised BatchNorm's collectives) still runs.
     """
     features, feature_lengths, targets, target_lengths, _ids = batch
     features = features.to(device, non_blocking=True)
@@ -186,13 +200,22 @@ def micro_batch_loss(model, batch, p: params.Params, device: torch.device) -> tu
         log_probs, out_lengths = model(features, feature_lengths.to(device))
     per_utt = list(torch.split(targets, target_lengths.tolist()))
     keep = (out_lengths.cpu() >= min_frames_for(per_utt)) & (out_lengths.cpu() > 0)
-    dropped = int((~keep).sum())
-    if dropped == len(per_utt):
-        return None, dropped
+    kept = int(keep.sum())
+    if kept == 0:
+        return log_probs.sum() * 0.0, 0, len(per_utt)
     kept_targets = torch.cat([t for t, k in zip(per_utt, keep.tolist()) if k]).to(device)
     index = keep.nonzero().squeeze(1).to(device)
     loss = ctc_loss(log_probs.index_select(1, index), out_lengths.to(device)[index], kept_targets, target_lengths.to(device)[index])
-    return loss, dropped
+    return loss, kept, len(per_utt) - kept
+
+
+def any_rank(flag: bool, world: World) -> bool:
+    """True if flag is True on any rank (every rank must call it)."""
+    if not world.distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=world.device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
 
 
 def all_reduce_gradients(model: torch.nn.Module) -> None:
@@ -251,46 +274,50 @@ def train_step(model, optimizer, scaler, micro_batches, global_count: int, p: pa
 
     Each micro-batch back-propagates its summed CTC / global_count, so accumulated (and all-reduced)
     gradients are those of the mean loss of the global batch. A non-finite loss on any micro-batch of
-    any rank skips the whole step: it is never back-propagated, the gradients are cleared and the
-    BatchNorm statistics are put back.
+    any rank, a non-finite gradient norm, or a global batch with no alignable utterance skips the
+    whole step: nothing non-finite is back-propagated, the gradients are cleared and the BatchNorm
+    statistics are put back, so neither the weights nor the optimiser state move.
     """
     optimizer.zero_grad(set_to_none=True)
     stats = RunningStats(model)
-    loss_sum, dropped, finite = 0.0, 0, True
+    loss_sum, kept, dropped, finite = 0.0, 0, 0, True
     for batch in micro_batches:
         stats.before_forward()
-        loss, n_dropped = micro_batch_loss(model, batch, p, world.device)
+        loss, n_kept, n_dropped = micro_batch_loss(model, batch, p, world.device)
         stats.after_forward()
-        dropped += n_dropped
-        if loss is not None and not torch.isfinite(loss):
-            finite = False
-        if loss is None or not finite:
-            # A lost step still runs its remaining forwards: under SyncBatchNorm every rank must
-            # make the same collective calls.
-            continue
+        kept, dropped = kept + n_kept, dropped + n_dropped
+        bad = not bool(torch.isfinite(loss))
+        if world.sync_batchnorm:
+            # Synchronised BatchNorm's backward is collective too: every rank runs it, or none does.
+            bad = any_rank(bad, world)
+        finite = finite and not bad
+        if not finite:
+            continue  # the step is lost; the remaining forwards still run, for synchronised BatchNorm
         loss_sum += loss.item()
         scaled = loss / global_count
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
-    summary = torch.tensor([0.0 if finite else 1.0, loss_sum, dropped], dtype=torch.float64, device=world.device)
+    summary = torch.tensor([0.0 if finite else 1.0, loss_sum, kept, dropped], dtype=torch.float64, device=world.device)
     if world.distributed:
         dist.all_reduce(summary)
-    skipped, loss_sum, dropped = bool(summary[0] > 0), float(summary[1]), int(summary[2])
-    if skipped:
+    skipped, loss_sum, kept, dropped = bool(summary[0] > 0), float(summary[1]), int(summary[2]), int(summary[3])
+    if not skipped and kept > 0:
+        if world.distributed:
+            all_reduce_gradients(model)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        # clip_grad_norm_ returns the norm before clipping; inf (no clipping) still measures it.
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_norm if p.max_norm > 0 else float("inf"))
+        if scaler is not None:
+            scaler.step(optimizer)  # skips the update itself on inf/NaN gradients and lowers the scale
+            scaler.update()
+        elif bool(torch.isfinite(norm)):
+            optimizer.step()
+        skipped = not bool(torch.isfinite(norm))
+    if skipped or kept == 0:
         optimizer.zero_grad(set_to_none=True)
         stats.restore()
         return StepResult(loss_sum, dropped, True)
     stats.finish(world)
-    if world.distributed:
-        all_reduce_gradients(model)
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    if p.max_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_norm)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
     return StepResult(loss_sum, dropped, False)
 
 
@@ -301,7 +328,7 @@ def train_epoch(model, optimizer, scaler, rows, data_loader, p: params.Params, w
     """One pass over the training set in (optionally shuffled) length-ordered batches -> epoch stats."""
     batches = loader.global_batches(len(rows), p.batch_size, p.shuffle_batches, p.seed, epoch)
     if world.sync_batchnorm:
-        # SyncBatchNorm needs the same forwards on every rank: a tail batch too small to give every
+        # Synchronised BatchNorm needs the same forwards on every rank: a tail batch too small to give every
         # micro-batch an utterance (fewer than world size x accumulation steps) is left out everywhere.
         batches = [b for b in batches if len(b) >= world.size * p.gradient_accumulation_steps]
     # Otherwise an empty tail micro-batch is left out: that rank simply contributes no gradient.
@@ -385,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         p = params.parse(args.overrides)
-        check_precision(p.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        check_trainable(p)
     except params.ParamError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -428,8 +455,9 @@ def fit(args, p, world: World, log: MLPerfLog, model, train, val) -> int:
     """Init done up to the model: optimiser, resume, then the timed epochs and the stop rule."""
     say = print if world.main else (lambda *a, **k: None)
     model.to(world.device)
-    if world.sync_batchnorm:  # on CPU each micro-batch normalises over itself
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # On CPU each micro-batch normalises over itself (as torch's SyncBatchNorm, which refuses CPU
+    # tensors, would force anyway); several CUDA processes share their batch statistics.
+    model.sync_batchnorm = world.sync_batchnorm
     optimizer = make_optimizer(model, p)
     scaler = torch.amp.GradScaler("cuda") if p.precision == "fp16" else None
     progress = {"epoch": 0, "step": 0, "metrics": [], "best_wer": None, "train_seconds": 0.0, "resumed": 0}
@@ -448,7 +476,7 @@ def fit(args, p, world: World, log: MLPerfLog, model, train, val) -> int:
     run_start = time.time()
     steps_per_epoch = len(loader.global_batches(len(train[0]), p.batch_size, False, p.seed, 0))
     train_loader, val_loader = make_loaders(p, world, train, val)
-    status = "aborted"
+    status, stop_time = "aborted", None
     if progress["metrics"] and progress["metrics"][-1]["wer"] <= p.target_wer:
         status = "success"  # resumed a run that had already met the target
     for epoch in range(progress["epoch"], p.epochs if status == "aborted" else progress["epoch"]):
@@ -468,13 +496,20 @@ def fit(args, p, world: World, log: MLPerfLog, model, train, val) -> int:
             f"{counts.wer_per_utterance_mean:.2f}%), CER {counts.cer:.2f}%, {stats['utt_per_s']:.1f} utt/s, "
             f"{stats['skipped_steps']} skipped steps, {stats['dropped_utterances']} dropped utterances"
         )
-        if world.main:
-            save_epoch(args.results_dir, model, optimizer, scaler, p, progress, predictions, time.time() - run_start)
         if counts.wer <= p.target_wer:
             status = "success"
+        if status == "success" or epoch + 1 == p.epochs:
+            # The clock stops when the target is met (or the last epoch is done), before any saving.
+            log.end("run_stop", metadata={"status": status})
+            stop_time = time.time()
+        if world.main:
+            save_epoch(args.results_dir, model, optimizer, scaler, p, progress, predictions, (stop_time or time.time()) - run_start)
+        if status == "success":
             break
-    log.end("run_stop", metadata={"status": status})
-    seconds = progress["train_seconds"] + time.time() - run_start
+    if stop_time is None:  # nothing was left to train: a resumed run that had already finished
+        log.end("run_stop", metadata={"status": status})
+        stop_time = time.time()
+    seconds = progress["train_seconds"] + stop_time - run_start
     if world.main:
         results.write_result(args.results_dir, status, progress["metrics"], seconds, p.target_wer, p.to_dict(), progress["resumed"])
         say(f"Run {status}: {len(progress['metrics'])} epochs, {seconds:.1f} s to train; results in {args.results_dir}")

@@ -44,21 +44,24 @@ def read_audio(path, sample_rate: int) -> torch.Tensor:
 
 
 def features_of(path, p: params.Params) -> torch.Tensor:
-    """Audio file -> normalised model input (F, T), at least MIN_FRAMES frames."""
+    """Audio file -> normalised model input (F, T)."""
     try:
         frames = extract(read_audio(path, p.sample_rate), p)  # (T, F)
     except FeatureError as err:
         raise AudioError(f"{path}: {err}") from None
-    features = loader.normalise(frames.t())
-    # As in training's evaluation: zero-pad (after normalising) what the convolutions cannot take.
-    return F.pad(features, (0, max(0, MIN_FRAMES - features.shape[1])))
+    return loader.normalise(frames.t())
 
 
 @torch.inference_mode()
 def transcribe(model, p: params.Params, features: torch.Tensor, device) -> str:
-    """One utterance's features (F, T) -> its greedy transcript."""
+    """One utterance's features (F, T) -> its greedy transcript.
+
+    As in training's evaluation, an input shorter than the convolutions take is zero-padded but keeps
+    its true length, so it has no output frame and an empty transcript.
+    """
     batch = features.unsqueeze(0).to(device)  # (1, F, T)
     lengths = torch.tensor([features.shape[1]], device=device)
+    batch = F.pad(batch, (0, max(0, MIN_FRAMES - features.shape[1])))
     with train.autocast(p, torch.device(device)):
         log_probs, out_lengths = model(batch, lengths)  # (T', 1, 29)
     return greedy_decode(log_probs.float(), out_lengths)[0]

@@ -213,3 +213,51 @@ def test_cuda_matches_cpu():
         gpu, gpu_len = model.cuda()(x.cuda(), lengths)
     assert gpu_len.device == lengths.device
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)
+
+
+def _synced_half(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One of two gloo processes: masked_batch_norm(sync=True) on its half of the batch."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        x, mask, weights = torch.load(f"{out_dir}/inputs.pt")
+        half = x.shape[0] // world
+        part = slice(rank * half, (rank + 1) * half)
+        bn = nn.BatchNorm2d(x.shape[1]).train()
+        x = x[part].clone().requires_grad_(True)
+        y = masked_batch_norm(bn, x, mask[part], sync=True)
+        (y * weights[part]).sum().backward()
+        torch.save((y.detach(), x.grad, bn.weight.grad, bn.running_mean, bn.running_var), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_synchronised_batch_norm_equals_one_process_on_the_whole_batch(tmp_path):
+    """Two processes with synced, masked statistics give the outputs, input gradients, summed weight
+    gradients and running statistics of one process normalising the whole batch."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 9)
+    mask = (torch.arange(9)[None, :] < torch.tensor([9, 4, 7, 2])[:, None]).float()[:, None, None, :]
+    weights = torch.randn(4, 3, 5, 9)
+    torch.save((x, mask, weights), tmp_path / "inputs.pt")
+    torch.multiprocessing.spawn(_synced_half, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+
+    bn = nn.BatchNorm2d(3).train()
+    whole = x.clone().requires_grad_(True)
+    y = masked_batch_norm(bn, whole, mask)
+    (y * weights).sum().backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    valid = mask.expand_as(y).bool()
+    got_y = torch.cat([r[0] for r in ranks])
+    assert torch.allclose(got_y[valid], y.detach()[valid], atol=1e-5)
+    assert torch.allclose(torch.cat([r[1] for r in ranks]), whole.grad, atol=1e-5)
+    assert torch.allclose(ranks[0][2] + ranks[1][2], bn.weight.grad, atol=1e-4)
+    for r in ranks:
+        assert torch.allclose(r[3], bn.running_mean, atol=1e-6) and torch.allclose(r[4], bn.running_var, atol=1e-6)
+
+
+def test_batch_without_valid_frames_leaves_running_statistics_alone():
+    bn = nn.BatchNorm2d(2).train()
+    masked_batch_norm(bn, torch.randn(2, 2, 3, 4), torch.zeros(2, 1, 1, 4))
+    assert torch.equal(bn.running_mean, torch.zeros(2)) and torch.equal(bn.running_var, torch.ones(2))

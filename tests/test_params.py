@@ -36,6 +36,7 @@ def test_mfcc_features():
         (["bidirectional=maybe"], "bidirectional='maybe'"),
         (["lr=0"], "lr=0.0: out of range"),
         (["momentum=1.5"], "momentum=1.5: out of range"),
+        (["optimizer=adamw", "momentum=1"], "momentum=1.0: must be below 1"),
         (["rnn_type=transformer"], "rnn_type='transformer': must be one of gru, lstm, rnn"),
         (["preset=huge"], "preset='huge': no such preset"),
         (["window_size=0.0123"], "window_size=0.0123: must be a whole number of samples"),

@@ -128,6 +128,46 @@ def test_non_finite_loss_skips_the_step_without_touching_weights(data_dir, monke
     assert not torch.equal(model.state_dict()["fc.1.weight"], before["fc.1.weight"])
 
 
+def test_non_finite_gradient_of_a_finite_loss_skips_the_step(data_dir, monkeypatch):
+    """A finite loss whose backward yields an inf gradient must not reach the weights or optimiser."""
+    p = params.parse(TINY + ["max_norm=0"])
+    model = DeepSpeech2(p)
+    optimizer = train.make_optimizer(model, p)
+    before = copy.deepcopy(model.state_dict())
+
+    class InfGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("inf")
+
+    real_loss = train.ctc_loss
+    monkeypatch.setattr(train, "ctc_loss", lambda log_probs, *a: real_loss(InfGradient.apply(log_probs), *a))
+    result = train.train_step(model, optimizer, None, micro_batches_of(data_dir, p, [[0, 1, 2, 3]]), 4, p, one_process())
+    assert result.skipped and math.isfinite(result.loss_sum)
+    assert not optimizer.state  # no moment estimates were made from the bad gradients
+    for name, tensor in model.state_dict().items():
+        if "num_batches" not in name:
+            assert torch.equal(tensor, before[name]), name
+
+
+def test_global_batch_without_an_alignable_utterance_is_a_skipped_step(data_dir, monkeypatch):
+    """Every utterance dropped: no optimiser step (SGD momentum would otherwise move the weights)."""
+    p = params.parse(TINY + ["optimizer=sgd", "lr=0.1"])
+    model = DeepSpeech2(p)
+    optimizer = train.make_optimizer(model, p)
+    before = copy.deepcopy(model.state_dict())
+    monkeypatch.setattr(train, "min_frames_for", lambda targets: torch.full((len(targets),), 10**6))
+    result = train.train_step(model, optimizer, None, micro_batches_of(data_dir, p, [[0, 1, 2, 3]]), 4, p, one_process())
+    assert result.skipped and result.dropped == 4
+    for name, tensor in model.state_dict().items():
+        if "num_batches" not in name:
+            assert torch.equal(tensor, before[name]), name
+
+
 def test_skipped_steps_are_counted_in_the_metrics(data_dir, tmp_path, monkeypatch):
     calls = []
     real_loss = train.ctc_loss
@@ -161,7 +201,8 @@ def test_utterance_shorter_than_its_transcript_is_dropped_and_counted(tmp_path, 
 
 def test_bad_parameters_exit_2_before_any_work(tmp_path, capsys):
     for words, message in [(["lr=-1"], "lr=-1.0"), (["hiden_size=3"], "did you mean 'hidden_size'"),
-                           (["precision=fp16"], "precision='fp16'")]:  # fmt: skip
+                           (["precision=fp16"], "precision='fp16'"),
+                           (["feature=mfcc"], "n_mfcc=13: n_features=13: too few feature bins")]:  # fmt: skip
         assert run(tmp_path / "no-data", tmp_path / "r", *words) == train.EXIT_USAGE
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err
@@ -212,6 +253,10 @@ def test_results_directory(data_dir, tmp_path):
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
     assert not list(out.rglob(".*tmp*"))
+    # The clock stops when the target is met: run_stop is logged before the checkpoint is written.
+    log = [json.loads(line.split(":::MLLOG ", 1)[1]) for line in (out / "mlperf_log.txt").read_text().splitlines()]
+    run_stop_ms = next(e["time_ms"] for e in log if e["key"] == "run_stop")
+    assert run_stop_ms <= (out / "checkpoints" / "last.pt").stat().st_mtime * 1000
     # A second fresh run must not overwrite this one.
     assert run(data_dir, out, *LEARNS) == train.EXIT_ERROR
 

@@ -14,6 +14,7 @@ import params
 from data import labels
 from data.prepare import prepare
 from pytorch import evaluate, loader
+from pytorch.evaluate import load_model
 from pytorch.transcribe import features_of, main, read_audio
 from tests import corpus
 from tests.test_evaluate import write_checkpoint
@@ -130,3 +131,19 @@ def test_same_transcript_as_evaluate(tmp_path, capsys):
     agree = sum(transcribed[path] == hypotheses[uid] for uid, path in zip(sorted(rows), audio))
     # Shards are float16, so an argmax tie could flip a label; at most one utterance may differ.
     assert agree >= len(rows) - 1
+
+
+def test_audio_too_short_for_the_convolutions_keeps_its_true_length(tiny, tmp_path, capsys):
+    """As in training's evaluation: 0.2 s (21 frames < 31) is padded for the convolutions but keeps
+    its length, so it has no output frame and an empty transcript."""
+    from pytorch import transcribe as module
+
+    ckpt = tiny[0]
+    short = tmp_path / "short.flac"
+    sf.write(short, np.random.default_rng(0).normal(0, 0.1, 3200).astype(np.float32), 16000)
+    model, p = load_model(ckpt, "cpu")
+    seen = []
+    real_forward = model.forward
+    model.forward = lambda feats, lengths: (seen.append((feats.shape[2], int(lengths[0]))), real_forward(feats, lengths))[1]
+    assert module.transcribe(model, p, module.features_of(short, p), "cpu") == ""
+    assert seen == [(31, 21)]
