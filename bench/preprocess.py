@@ -88,7 +88,7 @@ def measure(methods: dict, repeats: int) -> dict[str, dict]:
 
 
 def run_ours(root: Path, p: params.Params) -> float:
-    tasks = [ChapterTask(str(root), chapter, p, reuse=False) for chapter in find_chapters(root, SUBSET)]
+    tasks = [ChapterTask(str(root), chapter, p) for chapter in find_chapters(root, SUBSET)]
     return sum(process_chapter(task).audio_seconds for task in tasks)
 
 

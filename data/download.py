@@ -14,6 +14,7 @@ and manifests.
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -34,6 +35,7 @@ from data import librispeech
 CHUNK = 1 << 20
 EXTRACT_FACTOR = 1.0  # extracted audio is about as large as its (barely compressible) archive
 FEATURE_FACTOR = 1.8  # float16 spectrogram shards + manifests, relative to the archive
+_CONTENT_RANGE = re.compile(r"bytes (?P<first>\d+)-(?P<last>\d+)/(?P<size>\d+|\*)")
 _STOP = threading.Event()  # set on Ctrl-C so worker threads stop at their next chunk
 
 
@@ -119,12 +121,15 @@ def is_done(cfg: Config, stage: str, subset: str) -> bool:
 
 
 def clear_stale_markers(cfg: Config, subset: str) -> None:
-    """Forget every stage of a subset whose download marker names another md5 than expected, and
-    the download of an archive deleted by hand before it was extracted."""
+    """Forget every stage of a subset whose download marker names another md5 than expected (and
+    delete its archive and .part: they hold the old content), and the download of an archive
+    deleted by hand before it was extracted."""
     download = cfg.marker("download", subset)
     if download.is_file() and download.read_text() != cfg.md5_line(subset):
         for stage in ("download", "extract", "prepare"):
             cfg.marker(stage, subset).unlink(missing_ok=True)
+        cfg.archive(subset).unlink(missing_ok=True)
+        cfg.part(subset).unlink(missing_ok=True)
     if is_done(cfg, "download", subset) and not is_done(cfg, "extract", subset) and not cfg.archive(subset).is_file():
         download.unlink()
 
@@ -179,11 +184,15 @@ def _check_status(url: str, response: requests.Response) -> None:
 
 
 def remote_size(cfg: Config, subset: str) -> int | None:
-    """Content-Length of the archive from a HEAD request, None if the server does not say."""
+    """Content-Length of the archive from a HEAD request, None if the server does not say (also
+    if it answers 4xx: some servers refuse HEAD; the GET will tell whether the file is there)."""
     url = cfg.url(subset)
 
     def attempt():
         with requests.head(url, timeout=cfg.timeout, allow_redirects=True, headers={"Accept-Encoding": "identity"}) as r:
+            if 400 <= r.status_code < 500:
+                print(f"warning: {url}: server answered {r.status_code} {r.reason} to HEAD; size unknown", file=sys.stderr)
+                return None
             _check_status(url, r)
             length = r.headers.get("Content-Length")
             return int(length) if length and length.isdigit() else None
@@ -216,22 +225,35 @@ class _Transfer:
             _check_status(self.url, r)
             if r.status_code == 416 and self._complete_per_416(r):
                 return self.md5.hexdigest()
-            if r.status_code == 416 or (self.done and not self._resumes(r)):
-                self.restart()  # server ignored or refused our range: start from byte 0
-                if r.status_code == 416:
-                    raise _Retryable("server refused the byte range of the partial file; starting over")
-            length = r.headers.get("Content-Length")
-            total = self.done + int(length) if length and length.isdigit() else None
-            self._stream(r, total)
+            if r.status_code == 416:
+                self.restart()
+                raise _Retryable("server refused the byte range of the partial file; starting over")
+            self._stream(r, self._expected_total(r))
         return self.md5.hexdigest()
+
+    def _expected_total(self, r: requests.Response) -> int | None:
+        """Size of the whole archive per this answer, once it is known to continue the .part.
+
+        A 206 must start at the byte the .part ends with; its total is Content-Range's /size. Any
+        other answer (a 200: the server ignored the range) is the whole file: start from byte 0.
+        """
+        if r.status_code == 206:
+            content_range = r.headers.get("Content-Range", "")
+            match = _CONTENT_RANGE.fullmatch(content_range.strip())
+            if match and int(match["first"]) == self.done:
+                return int(match["size"]) if match["size"] != "*" else None
+            self.restart()
+            raise _Retryable(f"server answered bytes {content_range or '(no Content-Range)'!r}, "
+                             f"not from byte {self.done}; starting over from byte 0")
+        if self.done:
+            self.restart()  # the server ignored our range and sends the whole file
+        length = r.headers.get("Content-Length")
+        return int(length) if length and length.isdigit() else None
 
     def _complete_per_416(self, r: requests.Response) -> bool:
         """Whether a 416 says the partial file already holds every byte (a run killed at the end)."""
         content_range = r.headers.get("Content-Range", "")
         return bool(self.done) and content_range == f"bytes */{self.done}"
-
-    def _resumes(self, r: requests.Response) -> bool:
-        return r.status_code == 206 and r.headers.get("Content-Range", "").startswith(f"bytes {self.done}-")
 
     def _stream(self, r: requests.Response, total: int | None) -> None:
         start = self.done
@@ -279,8 +301,12 @@ def download(cfg: Config, subset: str, position: int = 0) -> None:
     """Make archives/<subset>.tar.gz exist with the expected md5, and mark it so."""
     final = cfg.archive(subset)
     if final.is_file():  # archived by a run killed before its marker, or put there by hand
-        verify(cfg, subset, file_md5(final).hexdigest(), final)
-    else:
+        actual, expected = file_md5(final).hexdigest(), cfg.md5s[librispeech.archive_name(subset)]
+        if actual != expected:  # local content (e.g. of an older corpus), not the mirror's fault
+            final.unlink()
+            print(f"{final}: local archive has md5 {actual}, expected {expected}; deleted it, "
+                  f"downloading it again from {cfg.url(subset)}", file=sys.stderr)
+    if not final.is_file():
         verify(cfg, subset, fetch_archive(cfg, subset, position), cfg.part(subset))
         os.replace(cfg.part(subset), final)
     write_atomically(cfg.marker("download", subset), cfg.md5_line(subset))
@@ -338,6 +364,14 @@ def safe_extract(cfg: Config, subset: str) -> None:
     write_atomically(cfg.marker("extract", subset), "")
     if cfg.remove_archives:
         archive.unlink()
+
+
+def check_tar_filters() -> None:
+    """Safe extraction relies on tarfile's extraction filters (filter="data"), new in Python 3.11.4."""
+    if not hasattr(tarfile, "data_filter"):
+        version = ".".join(map(str, sys.version_info[:3]))
+        raise DownloadError(f"this Python ({version}, {sys.executable}) has no tarfile extraction filters "
+                            "(tarfile.data_filter), needed for safe extraction: use Python >= 3.11.4")
 
 
 def _extract_members(archive: Path, target: Path) -> None:
@@ -525,6 +559,7 @@ def make_config(args: argparse.Namespace, subsets: list[str]) -> Config:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_tar_filters()
         p = params.parse(args.overrides)
         subsets = parse_subsets(args.subsets)
         cfg = make_config(args, subsets)

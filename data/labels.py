@@ -14,8 +14,18 @@ class UnknownCharacter(ValueError):
     """A transcript holds a character outside the 28 non-blank labels."""
 
 
+def _unknown(char: str) -> UnknownCharacter:
+    return UnknownCharacter(f"character {char!r} (U+{ord(char):04X}) is not one of the labels {LABELS[1:]!r}")
+
+
 def normalise(text: str) -> str:
-    """Upper-case and collapse runs of white space; LibriSpeech transcripts already are."""
+    """Upper-case and collapse runs of white space; LibriSpeech transcripts already are.
+
+    Raises UnknownCharacter naming the first non-ASCII character: str.upper() would turn some
+    into ASCII letters ('ß' -> 'SS', 'ﬁ' -> 'FI', 'ſ' -> 'S', 'ı' -> 'I') that pass the label check.
+    """
+    if not text.isascii():
+        raise _unknown(next(char for char in text if not char.isascii()))
     return " ".join(text.upper().split())
 
 
@@ -24,8 +34,7 @@ def encode(text: str) -> list[int]:
     try:
         return [_INDEX[char] for char in text]
     except KeyError as err:
-        char = err.args[0]
-        raise UnknownCharacter(f"character {char!r} (U+{ord(char):04X}) is not one of the labels {LABELS[1:]!r}") from None
+        raise _unknown(err.args[0]) from None
 
 
 def decode(indices) -> str:

@@ -38,7 +38,6 @@ class ChapterTask:
     data_dir: str
     chapter: str  # LibriSpeech/<subset>/<spk>/<chap>, relative to data_dir
     p: params.Params
-    reuse: bool = True  # accept a complete shard left by an earlier run
 
 
 @dataclass
@@ -46,7 +45,6 @@ class ChapterResult:
     rows: list[dict]
     hashes: list[tuple[str, str]]  # (path relative to data_dir, sha256)
     audio_seconds: float
-    reused: bool = False
 
 
 # ---------------------------------------------------------------- small file helpers
@@ -95,12 +93,12 @@ def read_transcripts(path: Path, prefix: str) -> dict[str, str]:
         if not line.strip():
             continue
         uid, _, words = line.strip().partition(" ")
-        transcript = labels.normalise(words)
-        if not uid.startswith(prefix) or not transcript:
+        if not uid.startswith(prefix) or not words.split():
             raise PrepareError(f"{path}:{number}: expected '{prefix}NNNN TRANSCRIPT', got {line!r}")
         if uid in transcripts:
             raise PrepareError(f"{path}:{number}: utterance {uid} listed twice")
         try:
+            transcript = labels.normalise(words)
             labels.encode(transcript)
         except labels.UnknownCharacter as err:
             raise PrepareError(f"utterance {uid} ({path}:{number}): {err}") from None
@@ -166,26 +164,6 @@ def shard_path(chapter: str) -> str:
     return f"features/{subset}/{speaker}-{chap}.npy"
 
 
-def _reuse(task: ChapterTask, transcripts: dict, flacs: list[Path], shard: str) -> ChapterResult | None:
-    """Rows of a shard an earlier run completed (audio headers only, no decoding), else None."""
-    root = Path(task.data_dir)
-    try:
-        stored = np.load(root / shard, mmap_mode="r")
-    except (OSError, ValueError):
-        return None
-    rows, offset = [], 0
-    for flac in flacs:
-        info = sf.info(str(flac))
-        check_audio(flac, info.samplerate, info.channels, task.p)
-        rows.append(_row(task, flac.stem, transcripts[flac.stem], info.frames, offset, shard))
-        offset += rows[-1]["frames"]
-    if stored.dtype != np.float16 or stored.shape != (offset, task.p.n_features):
-        return None
-    hashes = [(f"{task.chapter}/{flac.name}", sha256_file(flac)) for flac in flacs]
-    hashes.append((shard, sha256_file(root / shard)))
-    return ChapterResult(rows, hashes, sum(r["duration"] for r in rows), reused=True)
-
-
 def process_chapter(task: ChapterTask) -> ChapterResult:
     """Decode, extract and store one chapter: features/<subset>/<spk>-<chap>.npy (sum T, F) float16."""
     root = Path(task.data_dir)
@@ -193,11 +171,6 @@ def process_chapter(task: ChapterTask) -> ChapterResult:
     transcripts, flacs, trans_name = chapter_utterances(chapter_dir)
     shard = shard_path(task.chapter)
     trans_hash = (f"{task.chapter}/{trans_name}", sha256_file(chapter_dir / trans_name))
-    if task.reuse and (root / shard).exists():
-        result = _reuse(task, transcripts, flacs, shard)
-        if result is not None:
-            result.hashes.append(trans_hash)
-            return result
     rows, hashes, audio, offset = [], [trans_hash], [], 0
     for flac in flacs:  # the whole chapter's audio first, to size the shard: ~25 MB at most
         samples, digest = _decode(flac, task.p)
@@ -269,13 +242,17 @@ def _sort_key(row: dict) -> tuple[float, str]:
     return row["duration"], row["id"]
 
 
-def prepare_subset(data_dir: Path, subset: str, p: params.Params, jobs: int, reuse: bool = True) -> int:
-    """Shards, manifest, checksums and marker of one subset; returns its utterance count."""
+def prepare_subset(data_dir: Path, subset: str, p: params.Params, jobs: int) -> int:
+    """Shards, manifest, checksums and marker of one subset; returns its utterance count.
+
+    Every chapter's shard is recomputed: one left by an earlier (killed, or other-config) run may be
+    damaged or stale in ways no cheap check sees, and recomputing costs about 1 CPU-s per 3000 audio-s.
+    """
     features_dir = data_dir / "features" / subset
     if features_dir.is_dir():
         for stale in features_dir.glob(".*.tmp.*"):  # left by a killed run
             stale.unlink()
-    tasks = [ChapterTask(str(data_dir), chapter, p, reuse) for chapter in find_chapters(data_dir, subset)]
+    tasks = [ChapterTask(str(data_dir), chapter, p) for chapter in find_chapters(data_dir, subset)]
     rows, hashes = [], []
     for result in _run_chapters(tasks, jobs, subset):
         rows.extend(result.rows)
@@ -291,23 +268,67 @@ def prepare_subset(data_dir: Path, subset: str, p: params.Params, jobs: int, reu
 
 
 def _manifest_rows(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            yield _sort_key(row), line
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    row = json.loads(line)
+                    key = _sort_key(row)
+                except (ValueError, TypeError, KeyError) as err:
+                    raise PrepareError(f"{path}:{number}: not a manifest row ({err}); prepare its subset again with --force") from None
+                yield key, line
+    except FileNotFoundError:
+        raise PrepareError(f"{path}: missing although its subset is marked prepared; prepare it again with --force") from None
+    except UnicodeDecodeError as err:
+        raise PrepareError(f"{path}: not UTF-8 ({err}); prepare its subset again with --force") from None
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Whether both files exist with the same bytes (compared in chunks, not cached like filecmp)."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while chunk := fa.read(1 << 20):
+                if chunk != fb.read(len(chunk)):
+                    return False
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def write_if_changed(path: Path, lines) -> bool:
+    """Write the lines to a temp name; replace path only if the bytes differ (else leave path and its
+    mtime alone and delete the temp). Returns whether path was (re)written."""
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.writelines(lines)
+        if _same_bytes(tmp, path):
+            tmp.unlink()
+            return False
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
 
 
 def rebuild_splits(data_dir: Path) -> list[str]:
-    """manifests/<split>.jsonl = merge (by duration, id) of the split's prepared subsets; returns the splits written."""
+    """manifests/<split>.jsonl = merge (by duration, id) of the split's prepared subsets.
+
+    Every split is rebuilt (so one left stale by a run killed after a subset's marker is put
+    right), but written only if its content changed; returns the splits written.
+    """
     written = []
     for split, members in SPLITS.items():
         prepared = [s for s in members if _state(data_dir, "prepare", s).exists()]
         if not prepared:
             continue
         streams = [_manifest_rows(data_dir / "manifests" / f"{s}.jsonl") for s in prepared]
-        merged = "".join(line for _, line in heapq.merge(*streams, key=lambda item: item[0]))
-        write_atomic(data_dir / "manifests" / f"{split}.jsonl", merged)
-        written.append(split)
+        merged = (line for _, line in heapq.merge(*streams, key=lambda item: item[0]))
+        if write_if_changed(data_dir / "manifests" / f"{split}.jsonl", merged):
+            written.append(split)
     return written
 
 
@@ -343,8 +364,7 @@ def extracted_subsets(data_dir: Path) -> list[str]:
 def prepare(data_dir, subsets=None, p: params.Params | None = None, jobs: int = 1, force: bool = False) -> None:
     """Prepare `subsets` (default: every extracted one) under data_dir with `jobs` processes.
 
-    Subsets already marked prepared are skipped (no work) unless force, which also redoes every
-    chapter and accepts a feature config different from features/features.json.
+    Subsets already marked prepared are skipped (no work) unless force, which redoes them and accepts a feature config different from features/features.json.
     """
     data_dir = Path(data_dir)
     p = p or params.make()
@@ -358,17 +378,11 @@ def prepare(data_dir, subsets=None, p: params.Params | None = None, jobs: int = 
         raise PrepareError(f"--jobs {jobs}: must be at least 1")
     check_feature_config(data_dir, p, force)
     todo = [s for s in subsets if force or not _state(data_dir, "prepare", s).exists()]
-    splits_missing = any(
-        not (data_dir / "manifests" / f"{split}.jsonl").exists()
-        for split, members in SPLITS.items()
-        if any(_state(data_dir, "prepare", s).exists() for s in members)
-    )
-    if not todo and not splits_missing:
+    if not todo:
         print(f"already prepared: {', '.join(subsets)}", file=sys.stderr)
-        return
     for subset in todo:
         _state(data_dir, "prepare", subset).unlink(missing_ok=True)
-        count = prepare_subset(data_dir, subset, p, jobs, reuse=not force)
+        count = prepare_subset(data_dir, subset, p, jobs)
         print(f"prepared {subset}: {count} utterances", file=sys.stderr)
     for split in rebuild_splits(data_dir):
         print(f"wrote manifests/{split}.jsonl", file=sys.stderr)

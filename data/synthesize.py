@@ -257,6 +257,8 @@ def synthesize(out_dir, counts: dict[str, int], seed: int = 1, jobs: int = 2) ->
     check_request(counts, seed, jobs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The old md5s go first: an interrupted re-synthesis must not leave new archives beside them.
+    (out_dir / "md5sum.txt").unlink(missing_ok=True)
     plans = plan(counts, seed)
     batches = [batch for subset in counts for batch in _batches(plans[subset])]
     pool = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else None

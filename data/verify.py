@@ -31,9 +31,12 @@ import numpy as np
 from data.progress import progress_bar
 
 from data.librispeech import SPLITS, SUBSETS
-from data.labels import normalise
+from data.labels import UnknownCharacter, normalise
 
 MANIFEST_KEYS = ("id", "subset", "duration", "frames", "transcript", "audio", "features", "offset")
+# JSON type each manifest value must have (bool, a subclass of int, is refused separately)
+MANIFEST_TYPES = {"id": str, "subset": str, "duration": (int, float), "frames": int, "transcript": str,
+                  "audio": str, "features": str, "offset": int}
 
 
 @dataclass
@@ -95,29 +98,50 @@ def read_transcripts(data_dir: Path, subset: str, report: Report) -> dict[str, t
     transcripts = {}
     for path in sorted((data_dir / "LibriSpeech" / subset).glob("*/*/*.trans.txt")):
         rel = path.relative_to(data_dir).as_posix()
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             uid, _, words = line.strip().partition(" ")
             if uid:
                 if uid in transcripts:
                     report.problems.append(f"duplicate: utterance {uid} in {rel}")
-                transcripts[uid] = (normalise(words), rel)
+                try:
+                    text = normalise(words)
+                except UnknownCharacter as err:
+                    report.problems.append(f"bad transcript: utterance {uid} ({rel}:{number}): {err}")
+                    text = " ".join(words.split())
+                transcripts[uid] = (text, rel)
     return transcripts
+
+
+def row_problem(line: bytes) -> tuple[dict | None, str | None]:
+    """(row, None) for a well-formed manifest line, else (None, what is wrong with it)."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return None, f"not UTF-8 (byte {line[err.start]:#04x} at column {err.start + 1})"
+    except json.JSONDecodeError as err:
+        return None, f"not JSON ({err.msg} at column {err.colno})"
+    if not isinstance(row, dict):
+        return None, f"a JSON {type(row).__name__}, not an object"
+    missing = [key for key in MANIFEST_KEYS if key not in row]
+    if missing:
+        return None, f"no {', '.join(repr(key) for key in missing)}"
+    for key, kinds in MANIFEST_TYPES.items():
+        if not isinstance(row[key], kinds) or isinstance(row[key], bool):
+            return None, f"{key!r} is {type(row[key]).__name__} {str(row[key])[:40]!r}, not {getattr(kinds, '__name__', 'number')}"
+    return row, None
 
 
 def read_manifest(path: Path, rel: str, report: Report) -> list[dict]:
     rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().splitlines()
     except FileNotFoundError:
         report.problems.append(f"missing: {rel}")
         return rows
     for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict) or any(key not in row for key in MANIFEST_KEYS):
-            report.problems.append(f"malformed: {rel}:{number}")
+        row, problem = row_problem(line)
+        if problem:
+            report.problems.append(f"malformed: {rel}:{number}: {problem}")
             continue
         rows.append(row)
     return rows
@@ -190,7 +214,8 @@ def check_official(data_dir: Path, subset: str, utterances: int, report: Report)
     if not marker.exists():
         report.notes.append(f"{subset}.tar.gz: no download record; official utterance count not checked")
         return
-    recorded = marker.read_text().strip()
+    fields = marker.read_text(encoding="utf-8", errors="replace").split()
+    recorded = fields[0] if fields else ""
     if recorded != official.md5:
         report.notes.append(f"{subset}.tar.gz: recorded md5 {recorded or '(none)'} is not the official {official.md5}; "
                             "a non-official archive, official utterance count not checked")
@@ -219,7 +244,7 @@ def check_splits(data_dir: Path, subsets: list[str], report: Report) -> None:
             streams = [_keyed_lines(data_dir / "manifests" / f"{s}.jsonl") for s in prepared]
             for _, line in heapq.merge(*streams, key=lambda item: item[0]):
                 digest.update(line.encode("utf-8"))
-        except (json.JSONDecodeError, KeyError):
+        except (ValueError, KeyError, TypeError):  # ValueError: also bad UTF-8 or JSON
             continue  # already reported as a malformed subset manifest
         actual = sha256_file(data_dir / rel)
         if actual is None:

@@ -5,11 +5,13 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from data import download
+from data import mirror as mirror_module
 from data.mirror import Mirror
 from tests import pipeline_fixtures as fx
 
@@ -98,6 +100,41 @@ def test_server_ignoring_range_means_starting_over(mirror, tmp_path):
     assert fx.md5_of(tmp_path / "archives" / f"{SUBSET}.tar.gz") == archive_md5(mirror)
 
 
+def _first_range_answer(monkeypatch, edit):
+    """Make the mirror answer its first satisfiable Range request with edit((first, last))."""
+    real, calls = mirror_module.parse_range, []
+
+    def fake(header, size):
+        asked = real(header, size)
+        if isinstance(asked, tuple) and not calls:
+            calls.append(asked)
+            return edit(asked)
+        return asked
+
+    monkeypatch.setattr(mirror_module, "parse_range", fake)
+
+
+def test_206_from_another_byte_means_starting_over(mirror, tmp_path, monkeypatch):
+    whole = (Path(mirror.root) / f"{SUBSET}.tar.gz").read_bytes()
+    (tmp_path / "archives").mkdir()
+    (tmp_path / "archives" / f"{SUBSET}.tar.gz.part").write_bytes(whole[:1500])
+    _first_range_answer(monkeypatch, lambda asked: (asked[0] - 100, asked[1]))  # "bytes 1400-..."
+    assert run(mirror, tmp_path) == 0
+    assert [(r.range, r.status) for r in gets(mirror)] == [("bytes=1500-", 206), (None, 200)]
+    assert fx.md5_of(tmp_path / "archives" / f"{SUBSET}.tar.gz") == archive_md5(mirror)
+
+
+def test_total_comes_from_content_range_not_content_length(mirror, tmp_path, monkeypatch):
+    """A 206 of a shorter range than asked: the archive is not complete at its end, so resume."""
+    whole = (Path(mirror.root) / f"{SUBSET}.tar.gz").read_bytes()
+    (tmp_path / "archives").mkdir()
+    (tmp_path / "archives" / f"{SUBSET}.tar.gz.part").write_bytes(whole[:1500])
+    _first_range_answer(monkeypatch, lambda asked: (asked[0], asked[0] + 499))  # "bytes 1500-1999/<size>"
+    assert run(mirror, tmp_path) == 0
+    assert [(r.range, r.status) for r in gets(mirror)] == [("bytes=1500-", 206), ("bytes=2000-", 206)]
+    assert fx.md5_of(tmp_path / "archives" / f"{SUBSET}.tar.gz") == archive_md5(mirror)
+
+
 def test_503_answers_are_retried(mirror, tmp_path):
     mirror.fail(ARCHIVE, times=2)
     assert run(mirror, tmp_path, "--no-space-check") == 0
@@ -180,6 +217,40 @@ def test_archive_left_by_a_killed_run_is_verified_not_refetched(mirror, tmp_path
     assert not (tmp_path / f".extract-{SUBSET}.tmp").exists()
 
 
+def _other_corpus(tmp_path: Path) -> Path:
+    """The same subset re-synthesised with another seed: www/ with its archive and md5sum.txt."""
+    fx.write_subset(tmp_path / "src2", SUBSET, seed=7)
+    fx.make_archive(tmp_path / "src2", SUBSET, tmp_path / "www2")
+    fx.write_md5sums(tmp_path / "www2")
+    return tmp_path / "www2"
+
+
+def test_new_corpus_replaces_the_old_archive_in_one_run(mirror, tmp_path, capsys):
+    data = tmp_path / "data"
+    assert run(mirror, data) == 0
+    (data / "archives" / f"{SUBSET}.tar.gz.part").write_bytes(b"old")
+    www2 = _other_corpus(tmp_path)
+    with Mirror(www2) as m2:
+        assert run(m2, data) == 0, capsys.readouterr().err
+        assert [(r.range, r.status) for r in gets(m2)] == [(None, 200)]
+    assert tree_digest(data / "LibriSpeech" / SUBSET) == tree_digest(tmp_path / "src2" / "LibriSpeech" / SUBSET)
+    assert fx.md5_of(data / "archives" / f"{SUBSET}.tar.gz") == fx.md5_of(www2 / f"{SUBSET}.tar.gz")
+    assert not (data / "archives" / f"{SUBSET}.tar.gz.part").exists()
+
+
+def test_local_archive_failing_its_md5_is_downloaded_again(mirror, tmp_path, capsys):
+    """An archive of another corpus left without a marker: deleted and fetched again, same run."""
+    (tmp_path / "archives").mkdir()
+    local = tmp_path / "archives" / f"{SUBSET}.tar.gz"
+    local.write_bytes((Path(mirror.root) / f"{OTHER}.tar.gz").read_bytes())
+    assert run(mirror, tmp_path) == 0
+    err = capsys.readouterr().err
+    assert f"{local}: local archive has md5 {archive_md5(mirror, OTHER)}" in err and "downloading it again" in err
+    assert [(r.range, r.status) for r in gets(mirror)] == [(None, 200)]
+    assert fx.md5_of(local) == archive_md5(mirror)
+    assert (tmp_path / ".state" / f"extract-{SUBSET}.done").is_file()
+
+
 def test_archive_deleted_before_extraction_is_fetched_again(mirror, tmp_path):
     assert run(mirror, tmp_path) == 0
     (tmp_path / "archives" / f"{SUBSET}.tar.gz").unlink()
@@ -217,6 +288,17 @@ def test_disk_space_of_unofficial_archive_comes_from_head(mirror, tmp_path, monk
     assert [r.method for r in mirror.requests] == ["HEAD"]
 
 
+@pytest.mark.parametrize("status", [403, 404, 405])
+def test_4xx_answer_to_head_means_size_unknown(mirror, tmp_path, capsys, status):
+    mirror.fail(ARCHIVE, times=1, status=status)  # the HEAD only; the GET is served
+    assert run(mirror, tmp_path) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {mirror.url}{ARCHIVE}: server answered {status}" in err
+    assert f"warning: size of {mirror.url}{ARCHIVE} unknown" in err
+    assert [(r.method, r.status) for r in mirror.requests] == [("HEAD", status), ("GET", 200)]
+    assert (tmp_path / ".state" / f"extract-{SUBSET}.done").is_file()
+
+
 def test_stop_request_leaves_a_resumable_part(mirror, tmp_path, monkeypatch):
     """What Ctrl-C does to a worker thread: it stops at the next chunk, keeping the .part."""
     cfg = download.Config(tmp_path, mirror.url, download.load_checksums(Path(mirror.root) / "md5sum.txt"))
@@ -233,6 +315,19 @@ def test_stop_request_leaves_a_resumable_part(mirror, tmp_path, monkeypatch):
     assert (tmp_path / "archives" / f"{SUBSET}.tar.gz.part").stat().st_size == 2 * 4096
     assert run(mirror, tmp_path) == 0
     assert gets(mirror)[-1].range == f"bytes={2 * 4096}-"
+
+
+def test_python_without_tar_filters_is_a_clear_error(mirror, tmp_path, monkeypatch, capsys):
+    monkeypatch.delattr(tarfile, "data_filter")
+    assert run(mirror, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "tarfile.data_filter" in err and "Python >= 3.11.4" in err and "Traceback" not in err
+    assert mirror.requests == [] and not (tmp_path / "archives").exists()
+
+
+def test_requires_python_is_the_first_release_with_tar_filters():
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'requires-python = ">=3.11.4"' in text
 
 
 def test_bad_subset_name_is_refused(mirror, tmp_path, capsys):

@@ -11,8 +11,10 @@ import soundfile as sf
 import torch
 
 import params
+from data import labels
 from data import prepare as prep
 from data.features import extract
+from data.verify import verify
 from tests.corpus import write_tree
 
 TREE = {"dev-clean": (3, 3), "dev-other": (1, 2), "train-clean-100": (2, 3)}
@@ -87,6 +89,18 @@ def test_rerun_does_no_work(prepared, monkeypatch):
     assert _snapshot(prepared) == before
 
 
+def test_rerun_puts_right_a_split_left_stale_by_a_killed_run(prepared, capsys):
+    """Killed after dev-other's marker but before the split rebuild: val.jsonl lacks dev-other."""
+    val = prepared / "manifests" / "val.jsonl"
+    good = val.read_bytes()
+    val.write_bytes((prepared / "manifests" / "dev-clean.jsonl").read_bytes())
+    assert prep.main(["--data-dir", str(prepared), "--jobs", "1"]) == 0
+    assert val.read_bytes() == good
+    err = capsys.readouterr().err
+    assert "wrote manifests/val.jsonl" in err and "wrote manifests/train.jsonl" not in err
+    assert not list((prepared / "manifests").glob(".*.tmp.*"))
+
+
 def test_parallel_run_gives_the_same_dataset(tree, tmp_path):
     other = write_tree(tmp_path / "other", TREE)
     prep.prepare(tree, ["dev-clean"], params.make(), jobs=1)
@@ -95,16 +109,33 @@ def test_parallel_run_gives_the_same_dataset(tree, tmp_path):
         assert (tree / name).read_text() == (other / name).read_text()
 
 
-def test_interrupted_run_reuses_complete_shards_without_decoding(prepared, monkeypatch):
-    expected = (prepared / "checksums" / "dev-clean.sha256").read_text()
+def test_damaged_shard_of_an_interrupted_run_is_recomputed(prepared):
+    """A killed run's shard is never trusted: one flipped byte (same shape) is redone, not re-recorded."""
+    shard = prepared / "features" / "dev-clean" / "100-1000.npy"
+    good, expected = shard.read_bytes(), (prepared / "checksums" / "dev-clean.sha256").read_text()
+    damaged = bytearray(good)
+    damaged[-3] ^= 0x01
+    shard.write_bytes(bytes(damaged))
     (prepared / ".state" / "prepare-dev-clean.done").unlink()  # as if killed before the marker
-    (prepared / "manifests" / "dev-clean.jsonl").unlink()
     stale = prepared / "features" / "dev-clean" / ".100-1000.npy.tmp.999"
     stale.write_bytes(b"half")
-    monkeypatch.setattr(prep, "_decode", lambda *a: pytest.fail("decoded audio of a complete shard"))
     prep.prepare(prepared, None, params.make(), jobs=1)
+    assert shard.read_bytes() == good
     assert (prepared / "checksums" / "dev-clean.sha256").read_text() == expected
     assert not stale.exists()
+    assert verify(prepared).passed
+
+
+def test_shard_of_another_feature_config_is_recomputed(prepared):
+    """--force with a new config un-marks the other subsets; their old same-shape shards are redone."""
+    hann = params.make({"window": "hann"})
+    prep.prepare(prepared, ["dev-other"], hann, jobs=1, force=True)
+    prep.prepare(prepared, None, hann, jobs=1)
+    row = _rows(prepared / "manifests" / "dev-clean.jsonl")[0]
+    audio, _ = sf.read(prepared / row["audio"], dtype="float32")
+    stored = np.load(prepared / row["features"])[row["offset"]: row["offset"] + row["frames"]]
+    np.testing.assert_array_equal(stored, extract(torch.from_numpy(audio), hann).numpy().astype(np.float16))
+    assert verify(prepared).passed
 
 
 def test_truncated_shard_is_redone(prepared):
@@ -123,6 +154,8 @@ def _chapter(tree: Path) -> Path:
 @pytest.mark.parametrize("edit,message", [
     (lambda c: (c / "100-1000.trans.txt").write_text((c / "100-1000.trans.txt").read_text().replace("\n", " 3\n", 1)),
      r"utterance 100-1000-0000 .*100-1000\.trans\.txt:1.*'3'"),
+    (lambda c: (c / "100-1000.trans.txt").write_text((c / "100-1000.trans.txt").read_text().replace("\n", " STRAßE\n", 1)),
+     r"utterance 100-1000-0000 \(.*100-1000\.trans\.txt:1\): character 'ß' \(U\+00DF\)"),
     (lambda c: (c / "100-1000.trans.txt").write_text("".join((c / "100-1000.trans.txt").read_text().splitlines(True)[1:])),
      r"utterance 100-1000-0000: .*100-1000-0000\.flac has no line in .*100-1000\.trans\.txt"),
     (lambda c: (c / "100-1000-0001.flac").unlink(),
@@ -141,6 +174,13 @@ def test_bad_input_is_a_named_error_and_leaves_no_marker(tree, edit, message, jo
     assert re.search(message, capsys.readouterr().err)
     assert not (tree / ".state" / "prepare-dev-clean.done").exists()
     assert not (tree / "manifests" / "dev-clean.jsonl").exists()
+
+
+@pytest.mark.parametrize("text,char", [("STRAßE", "ß"), ("ﬁVE", "ﬁ"), ("ſO", "ſ"), ("ıT", "ı"), ("CAFÉ", "É")])
+def test_non_ascii_is_an_unknown_character_not_mapped_to_letters(text, char):
+    with pytest.raises(labels.UnknownCharacter, match=re.escape(f"character {char!r} (U+{ord(char):04X})")):
+        labels.normalise(f"THE {text} SAT")
+    assert labels.normalise(" it's  a\tmat ") == "IT'S A MAT"
 
 
 def test_other_feature_config_is_an_error_unless_forced(prepared, capsys):

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -12,6 +13,7 @@ import pytest
 import soundfile
 
 from data import labels
+from data import synthesize as synthesize_module
 from data.sentences import sentences, split_for_subset
 from data.synthesize import SynthesisError, synthesize
 
@@ -84,6 +86,23 @@ def test_same_seed_same_bytes_different_seed_different(corpus, tmp_path):
     assert (tmp_path / "again" / "md5sum.txt").read_text() == (corpus / "md5sum.txt").read_text()
     synthesize(tmp_path / "other", {"dev-clean": 4}, seed=4, jobs=1)
     assert (tmp_path / "other" / "dev-clean.tar.gz").read_bytes() != (corpus / "dev-clean.tar.gz").read_bytes()
+
+
+def test_interrupted_resynthesis_leaves_no_stale_md5sum(corpus, tmp_path, monkeypatch):
+    out = Path(shutil.copytree(corpus, tmp_path / "out"))
+    real, written = synthesize_module.write_archive, []
+
+    def interrupted_after_one(path, *args):
+        if written:
+            raise KeyboardInterrupt
+        written.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(synthesize_module, "write_archive", interrupted_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(out, COUNTS, seed=4, jobs=1)
+    assert written == [out / "dev-clean.tar.gz"]
+    assert not (out / "md5sum.txt").exists()  # the old one would not match the new dev-clean.tar.gz
 
 
 def test_subsets_of_one_split_do_not_share_sentences(tmp_path):

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import params
+from data import download, librispeech
 from data import verify as ver
-from data.librispeech import SUBSETS
 from data.prepare import prepare
 from tests.corpus import write_tree
 
@@ -80,6 +81,16 @@ def test_edited_transcript(ds, capsys):
     assert "transcript differs: utterance 100-1000-0000" in out and "'SOMETHING ELSE'" in out
 
 
+def test_non_ascii_transcript_is_a_named_problem(ds, capsys):
+    trans = ds / CHAPTER / "100-1000.trans.txt"
+    lines = trans.read_text().splitlines(True)
+    lines[1] = lines[1].split(" ")[0] + " STRAßE\n"
+    trans.write_text("".join(lines))
+    code, out = _run(ds, capsys)
+    assert code == 1 and f"bad transcript: utterance 100-1000-0001 ({CHAPTER}/100-1000.trans.txt:2): character 'ß'" in out
+    assert out.rstrip().endswith("Dataset Checksum Failed.")
+
+
 @pytest.mark.parametrize("extra", [f"{CHAPTER}/notes.txt", "features/test-other/200-2000.npy.bak"])
 def test_extra_file(ds, capsys, extra):
     (ds / extra).write_bytes(b"x")
@@ -95,6 +106,25 @@ def test_manifest_pointing_outside_its_shard(ds, capsys):
     assert "changed: manifests/test.jsonl (not the merge of test-other)" in out
 
 
+def _replace_line(path: Path, number: int, edit) -> None:
+    lines = path.read_bytes().splitlines(True)
+    lines[number - 1] = edit(lines[number - 1])
+    path.write_bytes(b"".join(lines))
+
+
+@pytest.mark.parametrize("edit,problem", [
+    (lambda line: line.replace(b'"transcript": "', b'"transcript": "\xff', 1), "not UTF-8 (byte 0xff"),
+    (lambda line: re.sub(rb'"frames": (\d+)', rb'"frames": "\1"', line), "'frames' is str"),
+    (lambda line: b"[1, 2]\n", "a JSON list, not an object"),
+    (lambda line: b"{\n", "not JSON"),
+])
+def test_malformed_manifest_row_is_named_not_a_traceback(ds, capsys, edit, problem):
+    _replace_line(ds / "manifests/test-other.jsonl", 2, edit)
+    code, out = _run(ds, capsys)
+    assert code == 1 and f"malformed: manifests/test-other.jsonl:2: {problem}" in out
+    assert out.rstrip().endswith("Dataset Checksum Failed.")
+
+
 def test_verdict_independent_of_mtimes(ds, capsys):
     code, before = _run(ds, capsys)
     for path in sorted(ds.rglob("*")):
@@ -104,7 +134,8 @@ def test_verdict_independent_of_mtimes(ds, capsys):
 
 
 def test_official_count_checked_when_the_official_archive_was_recorded(ds, capsys):
-    (ds / ".state/download-dev-clean.done").write_text(SUBSETS["dev-clean"].md5 + "\n")
+    cfg = download.Config(ds, librispeech.MIRROR, librispeech.official_md5s())
+    (ds / ".state/download-dev-clean.done").write_text(cfg.md5_line("dev-clean"))  # exactly as download writes it
     code, out = _run(ds, capsys)
     assert code == 1 and "count: dev-clean has 6 utterances, the official archive 2703" in out
     assert "dev-clean.tar.gz: recorded md5 42e2234ba48799c1f50f24a7926300a1 = official" in out
