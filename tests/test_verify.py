@@ -71,21 +71,23 @@ def test_deleted_utterance(ds, capsys):
     assert "extra: utterance 100-1000-0002 in manifests/dev-clean.jsonl has no transcript line" in out
 
 
-def test_edited_transcript(ds, capsys):
+def _set_transcript(ds, line: int, text: str) -> None:
+    """Replace the transcript of the chapter's line-th utterance (0-based), keeping its id."""
     trans = ds / CHAPTER / "100-1000.trans.txt"
     lines = trans.read_text().splitlines(True)
-    lines[0] = lines[0].split(" ")[0] + " SOMETHING ELSE\n"
+    lines[line] = lines[line].split(" ")[0] + f" {text}\n"
     trans.write_text("".join(lines))
+
+
+def test_edited_transcript(ds, capsys):
+    _set_transcript(ds, 0, "SOMETHING ELSE")
     code, out = _run(ds, capsys)
     assert code == 1 and f"changed: {CHAPTER}/100-1000.trans.txt" in out
     assert "transcript differs: utterance 100-1000-0000" in out and "'SOMETHING ELSE'" in out
 
 
 def test_non_ascii_transcript_is_a_named_problem(ds, capsys):
-    trans = ds / CHAPTER / "100-1000.trans.txt"
-    lines = trans.read_text().splitlines(True)
-    lines[1] = lines[1].split(" ")[0] + " STRAßE\n"
-    trans.write_text("".join(lines))
+    _set_transcript(ds, 1, "STRAßE")
     code, out = _run(ds, capsys)
     assert code == 1 and f"bad transcript: utterance 100-1000-0001 ({CHAPTER}/100-1000.trans.txt:2): character 'ß'" in out
     assert out.rstrip().endswith("Dataset Checksum Failed.")
