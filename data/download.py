@@ -27,10 +27,11 @@ from pathlib import Path, PurePosixPath
 
 import requests
 import urllib3
-from data.progress import progress_bar
 
 import params
 from data import librispeech
+from data.files import write_atomically
+from data.progress import progress_bar
 
 CHUNK = 1 << 20
 EXTRACT_FACTOR = 1.0  # extracted audio is about as large as its (barely compressible) archive
@@ -102,14 +103,6 @@ def load_checksums(path: str | Path) -> dict[str, str]:
             raise DownloadError(f"{path}:{number}: expected '<32 hex digit md5>  <file name>', got {line!r}")
         table[fields[1].strip().lstrip("*")] = digest
     return table
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write text to path via a temporary name in the same directory, so it is all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def is_done(cfg: Config, stage: str, subset: str) -> bool:

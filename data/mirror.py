@@ -16,7 +16,6 @@ SIGTERM or SIGINT.
 
 import argparse
 import http.server
-import os
 import re
 import signal
 import socket
@@ -25,6 +24,8 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+
+from data.files import write_atomically
 
 CHUNK = 64 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -250,12 +251,6 @@ class Mirror:
         self.stop()
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _raise_exit(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -279,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, _raise_exit)
     if args.port_file:
-        _write_atomically(Path(args.port_file), f"{mirror.port}\n")
+        write_atomically(Path(args.port_file), f"{mirror.port}\n")
     print(mirror.url, flush=True)
     try:
         mirror.serve_forever()

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from data.progress import progress_bar
 
 import params
 from data import labels
 from data.features import extract, frame_count
+from data.files import replacing, write_atomically
 from data.librispeech import SPLITS, SUBSETS
+from data.progress import progress_bar
 
 
 class PrepareError(ValueError):
@@ -50,28 +51,18 @@ class ChapterResult:
 # ---------------------------------------------------------------- small file helpers
 
 
-def _temp_name(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp.{os.getpid()}")
-
-
 def write_atomic(path: Path, data: bytes | str) -> str:
-    """Write to a temp name in the same directory, then rename; return the content's sha256."""
+    """Write all or nothing; return the content's sha256."""
     data = data.encode() if isinstance(data, str) else data
-    tmp = _temp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomically(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> str:
-    """np.save to a temp name, then rename; return the file's sha256 (read back from the page cache:
-    cheaper than np.save into memory, which copies the array twice)."""
-    tmp = _temp_name(path)
-    with open(tmp, "wb") as f:
+    """np.save all or nothing; return the file's sha256 (read back from the page cache: cheaper than
+    np.save into memory, which copies the array twice)."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
     return sha256_file(path)
 
 
@@ -299,18 +290,13 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 def write_if_changed(path: Path, lines) -> bool:
     """Write the lines to a temp name; replace path only if the bytes differ (else leave path and its
-    mtime alone and delete the temp). Returns whether path was (re)written."""
-    tmp = _temp_name(path)
-    try:
+    mtime alone). Returns whether path was (re)written."""
+    with replacing(path) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.writelines(lines)
         if _same_bytes(tmp, path):
             tmp.unlink()
             return False
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return True
 
 

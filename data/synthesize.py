@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import io
 import multiprocessing
-import os
 import random
 import shutil
 import subprocess
@@ -27,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import soxr
-from data.progress import progress_bar
 
+from data.files import replacing, write_atomically
 from data.librispeech import SAMPLE_RATE, SUBSETS, archive_name
+from data.progress import progress_bar
 from data.sentences import sentences, split_for_subset
 
 ESPEAK = "espeak-ng"
@@ -186,9 +186,8 @@ def write_archive(path: Path, subset: str, chapters: list[Chapter], rendered, ba
 
     `rendered` yields render() results for _batches(chapters), in order. Returns audio seconds.
     """
-    temporary = path.with_name(f".{path.name}.tmp")
     seconds = 0.0
-    try:
+    with replacing(path) as temporary:
         with open(temporary, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as gz:
             with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 root = f"LibriSpeech/{subset}"
@@ -210,9 +209,6 @@ def write_archive(path: Path, subset: str, chapters: list[Chapter], rendered, ba
                     transcript = f"{root}/{chapter.directory}/{chapter.speaker}-{chapter.chapter}.trans.txt"
                     _add_file(tar, transcript, "".join(sorted(lines)).encode())
             gz.flush()
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return seconds
 
 
@@ -225,9 +221,7 @@ def write_md5sums(out_dir: Path) -> Path:
     """DIR/md5sum.txt: `<md5>  <name>.tar.gz` for every archive in DIR, sorted by name."""
     lines = [f"{md5_of(p)}  {p.name}\n" for p in sorted(out_dir.glob("*.tar.gz"))]
     target = out_dir / "md5sum.txt"
-    temporary = out_dir / ".md5sum.txt.tmp"
-    temporary.write_text("".join(lines))
-    os.replace(temporary, target)
+    write_atomically(target, "".join(lines))
     return target
 
 

@@ -28,15 +28,11 @@ from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
-from data.progress import progress_bar
 
-from data.librispeech import SPLITS, SUBSETS
 from data.labels import UnknownCharacter, normalise
-
-MANIFEST_KEYS = ("id", "subset", "duration", "frames", "transcript", "audio", "features", "offset")
-# JSON type each manifest value must have (bool, a subclass of int, is refused separately)
-MANIFEST_TYPES = {"id": str, "subset": str, "duration": (int, float), "frames": int, "transcript": str,
-                  "audio": str, "features": str, "offset": int}
+from data.librispeech import SPLITS, SUBSETS
+from data.manifest import FIELDS
+from data.progress import progress_bar
 
 
 @dataclass
@@ -122,12 +118,12 @@ def row_problem(line: bytes) -> tuple[dict | None, str | None]:
         return None, f"not JSON ({err.msg} at column {err.colno})"
     if not isinstance(row, dict):
         return None, f"a JSON {type(row).__name__}, not an object"
-    missing = [key for key in MANIFEST_KEYS if key not in row]
+    missing = [key for key in FIELDS if key not in row]
     if missing:
         return None, f"no {', '.join(repr(key) for key in missing)}"
-    for key, kinds in MANIFEST_TYPES.items():
+    for key, kinds in FIELDS.items():
         if not isinstance(row[key], kinds) or isinstance(row[key], bool):
-            return None, f"{key!r} is {type(row[key]).__name__} {str(row[key])[:40]!r}, not {getattr(kinds, '__name__', 'number')}"
+            return None, f"{key!r} is {type(row[key]).__name__} {str(row[key])[:40]!r}, not {' or '.join(t.__name__ for t in kinds)}"
     return row, None
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 import params
+from data.files import replacing
 
 # Parameters that change the model's tensors or the features it reads: a checkpoint made with other
 # values cannot be resumed. Optimisation knobs (lr, epochs, ...) may change between segments.
@@ -33,14 +34,8 @@ def checkpoint_dir(results_dir: Path) -> Path:
 
 def save(path: Path, state: dict) -> None:
     """torch.save to a temporary name in the same directory, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replacing(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load(path: Path) -> dict:
@@ -116,12 +111,8 @@ def restore(state: dict, model, optimizer, scaler) -> dict:
 
 def link_or_copy(source: Path, target: Path) -> None:
     """Make target the same file as source (a hard link: no second write of a large model), atomically."""
-    tmp = Path(target).with_name(f".{Path(target).name}.tmp-{os.getpid()}")
-    try:
+    with replacing(target) as tmp:
         try:
             os.link(source, tmp)
         except OSError:  # file systems without hard links
             tmp.write_bytes(Path(source).read_bytes())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -16,19 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data import labels
+from data.manifest import FIELDS
 from params import Params
 
-# name -> accepted types of every manifest field (ARCHITECTURE.md, "Manifest row").
-ROW_FIELDS = {
-    "id": (str,),
-    "subset": (str,),
-    "duration": (int, float),
-    "frames": (int,),
-    "transcript": (str,),
-    "audio": (str,),
-    "features": (str,),
-    "offset": (int,),
-}
 OPEN_SHARDS = 256  # memory maps kept open per process; each holds a file descriptor
 MIN_STD = 1e-5  # floor of the normalising std, so a silent (constant) utterance gives zeros, not NaN
 
@@ -61,7 +51,7 @@ def _parse_row(line: str, where: str) -> dict:
         raise LoaderError(f"{where}: not a JSON object ({err.msg})") from None
     if not isinstance(row, dict):
         raise LoaderError(f"{where}: not a JSON object")
-    for name, types in ROW_FIELDS.items():
+    for name, types in FIELDS.items():
         if name not in row:
             raise LoaderError(f"{where}: missing field {name!r}")
         value = row[name]

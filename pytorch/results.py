@@ -12,8 +12,9 @@ Every file is written to a temporary name in its directory and renamed into plac
 """
 
 import json
-import os
 from pathlib import Path
+
+from data.files import replacing, write_atomically
 
 METRIC_KEYS = (
     "epoch", "train_loss", "wer", "wer_per_utterance_mean", "cer", "lr", "seconds", "utt_per_s",
@@ -21,23 +22,12 @@ METRIC_KEYS = (
 )  # fmt: skip
 
 
-def write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    write_atomically(path, json.dumps(obj, indent=2) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    write_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def write_params(results_dir: Path, p_dict: dict) -> None:
@@ -97,11 +87,8 @@ def plot_curves(results_dir: Path, metrics: list[dict], target_wer: float) -> No
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(results_dir) / "curves.png"
-    tmp = path.with_name(f".curves.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with replacing(Path(results_dir) / "curves.png", suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
-from data.progress import progress_bar
 
 import params
+from data.progress import progress_bar
 from pytorch import checkpoint, loader, results
 from pytorch.decode import ErrorCounts, greedy_decode
 from pytorch.mlperf import MLPerfLog
