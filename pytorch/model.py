@@ -84,8 +84,7 @@ def masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask
     if sync:
         squares = all_reduce(squares)
     var = squares / count.clamp(min=1)
-    if float(count) > 0:  # a batch without one valid position says nothing about the statistics
-        _update_running_stats(bn, mean.detach(), var.detach(), count)
+    _update_running_stats(bn, mean.detach(), var.detach(), count)
     scale = torch.rsqrt(var + bn.eps)
     if bn.affine:
         return centred * (scale * bn.weight).view(shape) + bn.bias.view(shape)
@@ -94,12 +93,17 @@ def masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask
 
 @torch.no_grad()
 def _update_running_stats(bn, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
-    """The running-average update of nn.BatchNorm, with the valid-position count n: var * n/(n-1)."""
+    """The running-average update of nn.BatchNorm, with the valid-position count n: var * n/(n-1).
+
+    A batch without one valid position (n = 0) says nothing about the statistics: its weight is 0,
+    applied as a tensor so that no host-device synchronisation is added to every forward.
+    """
     bn.num_batches_tracked.add_(1)
     factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    weight = (count > 0).to(bn.running_mean.dtype) * factor
     unbiased = var * (count / (count - 1).clamp(min=1))
-    bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), factor)
-    bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), factor)
+    bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), weight)
+    bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), weight)
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -229,6 +229,7 @@ def _synced_half(rank: int, world: int, init_file: str, out_dir: str) -> None:
         y = masked_batch_norm(bn, x, mask[part], sync=True)
         (y * weights[part]).sum().backward()
         torch.save((y.detach(), x.grad, bn.weight.grad, bn.running_mean, bn.running_var), f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # neither process tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
