@@ -39,7 +39,9 @@ class Params:
     momentum: float = 0.9  # SGD momentum (Nesterov); AdamW beta1
     weight_decay: float = 0.0  # L2 (sgd) or decoupled (adamw) weight decay
     max_norm: float = 400.0  # clip the global gradient norm to this (0: no clipping)
-    lr_schedule: str = "anneal"  # anneal: lr /= learning_anneal after every epoch | onecycle: warm-up then cosine decay per step
+    lr_schedule: str = (
+        "anneal"  # anneal: lr /= learning_anneal after every epoch | onecycle: warm-up then cosine decay per step
+    )
     learning_anneal: float = 1.1  # divisor of the lr after every epoch (lr_schedule=anneal)
     warmup_fraction: float = 0.15  # share of all steps spent warming up (lr_schedule=onecycle)
     batch_size: int = 8  # global batch: utterances per optimiser step, over all processes
@@ -162,7 +164,11 @@ def _check(p: Params) -> None:
     for name, (low, high, low_ok) in RANGES.items():
         value = getattr(p, name)
         kind = FIELDS[name].type
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (kind is int and not isinstance(value, int))
+        ):
             raise ParamError(f"{name}={value!r}: expected a value of type {kind.__name__}")
         if not (value >= low if low_ok else value > low) or value > high or value != value:
             bound = "[" if low_ok else "("
@@ -170,7 +176,9 @@ def _check(p: Params) -> None:
     for name in ("window_size", "window_stride"):
         samples = getattr(p, name) * p.sample_rate
         if abs(samples - round(samples)) > 1e-6:
-            raise ParamError(f"{name}={getattr(p, name)}: must be a whole number of samples at sample_rate={p.sample_rate}")
+            raise ParamError(
+                f"{name}={getattr(p, name)}: must be a whole number of samples at sample_rate={p.sample_rate}"
+            )
     if p.hop_length > p.n_fft:
         raise ParamError(f"window_stride={p.window_stride}: must not exceed window_size={p.window_size}")
     if p.feature == "mfcc" and p.n_mfcc > p.n_mels:
@@ -179,7 +187,8 @@ def _check(p: Params) -> None:
         raise ParamError(f"momentum={p.momentum}: must be below 1 (SGD diverges; AdamW's beta1 must be < 1)")
     if p.batch_size % p.gradient_accumulation_steps:
         raise ParamError(
-            f"batch_size={p.batch_size}: must be divisible by gradient_accumulation_steps={p.gradient_accumulation_steps}"
+            f"batch_size={p.batch_size}: must be divisible by "
+            f"gradient_accumulation_steps={p.gradient_accumulation_steps}"
         )
 
 

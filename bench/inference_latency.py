@@ -35,7 +35,9 @@ def frames_for(duration: float, p: params.Params) -> int:
     return frame_count(round(duration * p.sample_rate), p)
 
 
-def time_forward(model, p, batch: int, duration: float, device, warmup: int, iterations: int, precision: str) -> list[float]:
+def time_forward(
+    model, p, batch: int, duration: float, device, warmup: int, iterations: int, precision: str
+) -> list[float]:
     """Seconds per forward pass of a (batch, n_features, frames) input, `iterations` times after `warmup`."""
     frames = frames_for(duration, p)
     features = torch.randn(batch, p.n_features, frames, device=device)
@@ -100,15 +102,21 @@ def parse_args(argv):
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="model parameters (see params.py)")
     parser.add_argument("--batch-sizes", type=_number_list(int), default=[1, 2, 4, 8, 16], help="default 1,2,4,8,16")
-    parser.add_argument("--durations", type=_number_list(float), default=[2.0, 7.0, 16.7], help="seconds; default 2,7,16.7")
+    parser.add_argument(
+        "--durations", type=_number_list(float), default=[2.0, 7.0, 16.7], help="seconds; default 2,7,16.7"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per grid point (default 1)")
     parser.add_argument("--iterations", type=int, default=5, help="timed steps per grid point (default 5)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast dtype (default fp32)")
     parser.add_argument("--checkpoint", help="take weights and parameters from this checkpoint (no key=value then)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", metavar="FILE", help="also write the setup and rows as JSON to FILE")
-    parser.add_argument("--full", action="store_true", help="also time the full-size model (default params), batch 1 x 2 s, once")
+    parser.add_argument(
+        "--full", action="store_true", help="also time the full-size model (default params), batch 1 x 2 s, once"
+    )
     args = parser.parse_intermixed_args(argv)
     if args.warmup < 0 or args.iterations < 1:
         parser.error("--warmup must be >= 0 and --iterations >= 1")
@@ -141,12 +149,17 @@ def main(argv=None) -> int:
         return 2
     too_short = [d for d in args.durations if frames_for(d, p) < MIN_FRAMES]
     if too_short:
-        print(f"error: --durations {too_short}: the model needs at least {MIN_FRAMES} frames "
-              f"({(MIN_FRAMES - 1) * p.hop_length / p.sample_rate:g} s)", file=sys.stderr)
+        print(
+            f"error: --durations {too_short}: the model needs at least {MIN_FRAMES} frames "
+            f"({(MIN_FRAMES - 1) * p.hop_length / p.sample_rate:g} s)",
+            file=sys.stderr,
+        )
         return 2
     n_params = sum(t.numel() for t in model.parameters())
-    print(f"device {args.device}, {torch.get_num_threads()} threads, precision {args.precision}, "
-          f"{label}: {n_params:,} parameters, {p.n_features} features")
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads, precision {args.precision}, "
+        f"{label}: {n_params:,} parameters, {p.n_features} features"
+    )
     rows = []
     for duration in args.durations:
         for batch in args.batch_sizes:
@@ -160,7 +173,12 @@ def main(argv=None) -> int:
         rows.append(summarise("full size (defaults)", 1, 2.0, times))
     print(markdown_table(rows))
     if args.json:
-        setup = {"device": str(args.device), "threads": torch.get_num_threads(), "precision": args.precision, "parameters": n_params}
+        setup = {
+            "device": str(args.device),
+            "threads": torch.get_num_threads(),
+            "precision": args.precision,
+            "parameters": n_params,
+        }
         results.write_json(args.json, {**setup, "params": p.to_dict(), "rows": rows})
     return 0
 

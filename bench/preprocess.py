@@ -83,7 +83,14 @@ def measure(methods: dict, repeats: int) -> dict[str, dict]:
     results = {}
     for name, timings in runs.items():
         cpu, wall, audio = min(timings)
-        results[name] = {"name": name, "audio": audio, "cpu": cpu, "wall": wall, "per_cpu": audio / cpu, "per_wall": audio / wall}
+        results[name] = {
+            "name": name,
+            "audio": audio,
+            "cpu": cpu,
+            "wall": wall,
+            "per_cpu": audio / cpu,
+            "per_wall": audio / wall,
+        }
     return results
 
 
@@ -97,8 +104,16 @@ def run_bound(flacs: list[Path], p: params.Params) -> float:
     seconds = 0.0
     for flac in flacs:
         audio, rate = sf.read(flac, dtype="float32")
-        torch.stft(torch.from_numpy(audio), p.n_fft, p.hop_length, p.n_fft, window, center=True,
-                   pad_mode="reflect", return_complex=True)
+        torch.stft(
+            torch.from_numpy(audio),
+            p.n_fft,
+            p.hop_length,
+            p.n_fft,
+            window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
         seconds += len(audio) / rate
     return seconds
 
@@ -107,10 +122,14 @@ def warm_reference(p: params.Params) -> None:
     """Import librosa and compile its numba paths outside the measurement (once per environment: ~20 s)."""
     import librosa  # here: only the reference measurement needs it
 
-    librosa.stft(np.zeros(16000, np.float32), n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.n_fft, window="hamming")
+    librosa.stft(
+        np.zeros(16000, np.float32), n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.n_fft, window="hamming"
+    )
 
 
-def run_reference(flacs: list[Path], p: params.Params, scratch: Path, sox: str | None, spawn: str | None = None) -> float:
+def run_reference(
+    flacs: list[Path], p: params.Params, scratch: Path, sox: str | None, spawn: str | None = None
+) -> float:
     """sox flac -> wav per file (or, without sox, soundfile decode plus an optional `spawn`
     process per file as a lower bound of sox's start-up), then a librosa STFT per utterance."""
     import librosa  # already imported by warm_reference
@@ -134,7 +153,9 @@ def run_reference(flacs: list[Path], p: params.Params, scratch: Path, sox: str |
 def report(results: dict[str, dict], sox: bool) -> None:
     print(f"{'method':<11}{'audio s':>9}{'CPU s':>8}{'wall s':>8}{'audio-s/CPU-s':>15}{'audio-s/wall-s':>16}")
     for r in results.values():
-        print(f"{r['name']:<11}{r['audio']:>9.1f}{r['cpu']:>8.2f}{r['wall']:>8.2f}{r['per_cpu']:>15.0f}{r['per_wall']:>16.0f}")
+        print(
+            f"{r['name']:<11}{r['audio']:>9.1f}{r['cpu']:>8.2f}{r['wall']:>8.2f}{r['per_cpu']:>15.0f}{r['per_wall']:>16.0f}"
+        )
     ours = results["ours"]["per_cpu"]
     vs_ref = ours / results["reference"]["per_cpu"]
     vs_bound = ours / results["bound"]["per_cpu"]
@@ -142,18 +163,24 @@ def report(results: dict[str, dict], sox: bool) -> None:
     print(f"ours / reference: {vs_ref:.1f}x (goal >= 5x: {'met' if vs_ref >= 5 else 'NOT met'}){note}")
     if "ref+spawn" in results:
         vs_spawn = ours / results["ref+spawn"]["per_cpu"]
-        print(f"ours / ref+spawn: {vs_spawn:.1f}x (reference + one `true` process per file: a lower bound of its sox cost)")
+        print(
+            f"ours / ref+spawn: {vs_spawn:.1f}x "
+            "(reference + one `true` process per file: a lower bound of its sox cost)"
+        )
     print(f"ours / bound:     {100 * vs_bound:.0f}% (goal >= 70%: {'met' if vs_bound >= 0.7 else 'NOT met'})")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.preprocess", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.preprocess", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--utterances", type=int, default=200, help="utterances in the corpus (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, choices=[1], help="processes; 1 for a per-CPU comparison")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="shortest utterance (default %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=16.0, help="longest utterance (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per method, least CPU time kept (default %(default)s)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per method, least CPU time kept (default %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="feature parameters (params.py)")
     args = parser.parse_args(argv)
@@ -163,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     sox = shutil.which("sox")
     if not sox:
-        print("note: sox not found (apt-get install sox); the reference is measured without its flac->wav step", file=sys.stderr)
+        print(
+            "note: sox not found (apt-get install sox); the reference is measured without its flac->wav step",
+            file=sys.stderr,
+        )
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
         root = Path(tmp)
         kind = make_corpus(root, args.utterances, (args.min_seconds, args.max_seconds), args.seed)

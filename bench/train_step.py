@@ -93,11 +93,18 @@ def gemm_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 10) -> floa
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.train_step",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=120.0, help="stop timing after this long (default: %(default)s)")
-    parser.add_argument("--utt-seconds", type=float, default=3.0, help="duration of each synthetic utterance (default: %(default)s)")
+    parser.add_argument(
+        "--seconds", type=float, default=120.0, help="stop timing after this long (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--utt-seconds", type=float, default=3.0, help="duration of each synthetic utterance (default: %(default)s)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="parameters, e.g. preset=demo precision=fp32")
     args = parser.parse_intermixed_args(argv)
     if args.steps < 1 or args.seconds <= 0 or args.utt_seconds <= 0:
@@ -120,10 +127,14 @@ def main(argv=None) -> int:
     step_s = sorted(times)[len(times) // 2]
     achieved = step_flops / step_s / 1e9
     parameters = sum(t.numel() for t in DeepSpeech2(p).parameters())
-    print(f"config: preset={p.preset or '-'} precision={p.precision} batch={p.batch_size} x {args.utt_seconds:g} s, "
-          f"{parameters:,} parameters, {torch.get_num_threads()} threads, {len(times)} timed steps")  # fmt: skip
-    print(f"step time (median): {step_s:.3f} s   utt/s: {p.batch_size / step_s:.1f}   "
-          f"audio-s/s: {p.batch_size * args.utt_seconds / step_s:.1f}")  # fmt: skip
+    print(
+        f"config: preset={p.preset or '-'} precision={p.precision} batch={p.batch_size} x {args.utt_seconds:g} s, "
+        f"{parameters:,} parameters, {torch.get_num_threads()} threads, {len(times)} timed steps"
+    )
+    print(
+        f"step time (median): {step_s:.3f} s   utt/s: {p.batch_size / step_s:.1f}   "
+        f"audio-s/s: {p.batch_size * args.utt_seconds / step_s:.1f}"
+    )
     print(f"model FLOPs per step: {step_flops / 1e9:.2f} GFLOP   achieved: {achieved:.2f} GFLOP/s")
     dtypes = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if p.precision == "bf16" else [])
     dtypes += [("fp16", torch.float16)] if p.precision == "fp16" else []

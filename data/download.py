@@ -154,8 +154,13 @@ def _with_retries(cfg: Config, url: str, attempt_fn):
     while True:
         try:
             return attempt_fn()
-        except (_Retryable, requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.HTTPError) as err:
+        except (
+            _Retryable,
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+        ) as err:
             progressed = getattr(err, "progressed", False)
             failures = 0 if progressed else failures + 1
             if failures >= cfg.retries:
@@ -182,9 +187,13 @@ def remote_size(cfg: Config, subset: str) -> int | None:
     url = cfg.url(subset)
 
     def attempt():
-        with requests.head(url, timeout=cfg.timeout, allow_redirects=True, headers={"Accept-Encoding": "identity"}) as r:
+        with requests.head(
+            url, timeout=cfg.timeout, allow_redirects=True, headers={"Accept-Encoding": "identity"}
+        ) as r:
             if 400 <= r.status_code < 500:
-                print(f"warning: {url}: server answered {r.status_code} {r.reason} to HEAD; size unknown", file=sys.stderr)
+                print(
+                    f"warning: {url}: server answered {r.status_code} {r.reason} to HEAD; size unknown", file=sys.stderr
+                )
                 return None
             _check_status(url, r)
             length = r.headers.get("Content-Length")
@@ -236,8 +245,10 @@ class _Transfer:
             if match and int(match["first"]) == self.done:
                 return int(match["size"]) if match["size"] != "*" else None
             self.restart()
-            raise _Retryable(f"server answered bytes {content_range or '(no Content-Range)'!r}, "
-                             f"not from byte {self.done}; starting over from byte 0")
+            raise _Retryable(
+                f"server answered bytes {content_range or '(no Content-Range)'!r}, "
+                f"not from byte {self.done}; starting over from byte 0"
+            )
         if self.done:
             self.restart()  # the server ignored our range and sends the whole file
         length = r.headers.get("Content-Length")
@@ -250,8 +261,16 @@ class _Transfer:
 
     def _stream(self, r: requests.Response, total: int | None) -> None:
         start = self.done
-        bar = progress_bar(total=total, initial=self.done, desc=librispeech.archive_name(self.subset), unit="B",
-                       unit_scale=True, unit_divisor=1024, position=self.position, leave=True)
+        bar = progress_bar(
+            total=total,
+            initial=self.done,
+            desc=librispeech.archive_name(self.subset),
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            position=self.position,
+            leave=True,
+        )
         try:
             with open(self.part, "ab") as f:
                 # raw stream, undecoded: a server labelling .tar.gz "Content-Encoding: gzip" must
@@ -297,8 +316,11 @@ def download(cfg: Config, subset: str, position: int = 0) -> None:
         actual, expected = file_md5(final).hexdigest(), cfg.md5s[librispeech.archive_name(subset)]
         if actual != expected:  # local content (e.g. of an older corpus), not the mirror's fault
             final.unlink()
-            print(f"{final}: local archive has md5 {actual}, expected {expected}; deleted it, "
-                  f"downloading it again from {cfg.url(subset)}", file=sys.stderr)
+            print(
+                f"{final}: local archive has md5 {actual}, expected {expected}; deleted it, "
+                f"downloading it again from {cfg.url(subset)}",
+                file=sys.stderr,
+            )
     if not final.is_file():
         verify(cfg, subset, fetch_archive(cfg, subset, position), cfg.part(subset))
         os.replace(cfg.part(subset), final)
@@ -363,8 +385,10 @@ def check_tar_filters() -> None:
     """Safe extraction relies on tarfile's extraction filters (filter="data"), new in Python 3.11.4."""
     if not hasattr(tarfile, "data_filter"):
         version = ".".join(map(str, sys.version_info[:3]))
-        raise DownloadError(f"this Python ({version}, {sys.executable}) has no tarfile extraction filters "
-                            "(tarfile.data_filter), needed for safe extraction: use Python >= 3.11.4")
+        raise DownloadError(
+            f"this Python ({version}, {sys.executable}) has no tarfile extraction filters "
+            "(tarfile.data_filter), needed for safe extraction: use Python >= 3.11.4"
+        )
 
 
 def _extract_members(archive: Path, target: Path) -> None:
@@ -423,8 +447,11 @@ def archive_bytes(cfg: Config, subset: str) -> int | None:
 
 def bytes_needed(cfg: Config, subset: str, prepare: bool) -> int:
     """Bytes the remaining stages of a subset will add to the disk."""
-    stages = {"download": not is_done(cfg, "download", subset), "extract": not is_done(cfg, "extract", subset),
-              "prepare": prepare and not is_done(cfg, "prepare", subset)}
+    stages = {
+        "download": not is_done(cfg, "download", subset),
+        "extract": not is_done(cfg, "extract", subset),
+        "prepare": prepare and not is_done(cfg, "prepare", subset),
+    }
     if not any(stages.values()):
         return 0
     size = archive_bytes(cfg, subset)
@@ -433,8 +460,11 @@ def bytes_needed(cfg: Config, subset: str, prepare: bool) -> int:
         return 0
     part = cfg.part(subset)
     have = part.stat().st_size if part.is_file() else 0
-    return int(stages["download"] * max(0, size - have) + stages["extract"] * EXTRACT_FACTOR * size
-               + stages["prepare"] * FEATURE_FACTOR * size)
+    return int(
+        stages["download"] * max(0, size - have)
+        + stages["extract"] * EXTRACT_FACTOR * size
+        + stages["prepare"] * FEATURE_FACTOR * size
+    )
 
 
 def check_space(cfg: Config, subsets: list[str], prepare: bool) -> None:
@@ -505,8 +535,10 @@ def parse_subsets(text: str) -> list[str]:
     subsets = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in subsets if s not in librispeech.SUBSETS]
     if unknown or not subsets:
-        raise DownloadError(f"--subsets: unknown subset(s) {', '.join(unknown) or '(none given)'}; "
-                            f"choose from {', '.join(librispeech.SUBSETS)}")
+        raise DownloadError(
+            f"--subsets: unknown subset(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(librispeech.SUBSETS)}"
+        )
     return list(dict.fromkeys(subsets))
 
 
@@ -519,18 +551,37 @@ def build_parser() -> argparse.ArgumentParser:
         "they define the features that preparation computes.",
     )
     parser.add_argument("--data-dir", default="./LibriSpeech_dataset", help="dataset directory (default: %(default)s)")
-    parser.add_argument("--subsets", default=",".join(librispeech.SUBSETS),
-                        help="comma-separated LibriSpeech subsets (default: all 7)")
-    parser.add_argument("--mirror", default=librispeech.MIRROR, help="base URL holding <subset>.tar.gz (default: %(default)s)")
+    parser.add_argument(
+        "--subsets", default=",".join(librispeech.SUBSETS), help="comma-separated LibriSpeech subsets (default: all 7)"
+    )
+    parser.add_argument(
+        "--mirror", default=librispeech.MIRROR, help="base URL holding <subset>.tar.gz (default: %(default)s)"
+    )
     parser.add_argument("--checksums", help="md5sum.txt-format file of the archives (default: the official md5s)")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel downloads/extractions and preparation processes (default: %(default)s)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="parallel downloads/extractions and preparation processes (default: %(default)s)",
+    )
     parser.add_argument("--skip-prepare", action="store_true", help="stop after download and extraction")
     parser.add_argument("--remove-archives", action="store_true", help="delete each archive once extracted")
     parser.add_argument("--no-space-check", action="store_true", help="skip the free-disk-space check")
-    parser.add_argument("--retries", type=int, default=5, help="tries per request before giving up (default: %(default)s)")
-    parser.add_argument("--retry-delay", type=float, default=2.0, help="seconds before the first retry, doubling after each (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="connect/read timeout in seconds (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="params.py overrides for the feature definition")
+    parser.add_argument(
+        "--retries", type=int, default=5, help="tries per request before giving up (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--retry-delay",
+        type=float,
+        default=2.0,
+        help="seconds before the first retry, doubling after each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="connect/read timeout in seconds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="params.py overrides for the feature definition"
+    )
     return parser
 
 
@@ -545,8 +596,9 @@ def make_config(args: argparse.Namespace, subsets: list[str]) -> Config:
             raise DownloadError(f"{name}={value}: must be at least 1")
     if args.retry_delay < 0 or args.timeout <= 0:
         raise DownloadError("--retry-delay must be >= 0 and --timeout > 0")
-    return Config(Path(args.data_dir), args.mirror, md5s, args.retries, args.retry_delay, args.timeout,
-                  args.remove_archives)
+    return Config(
+        Path(args.data_dir), args.mirror, md5s, args.retries, args.retry_delay, args.timeout, args.remove_archives
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -561,8 +613,9 @@ def main(argv: list[str] | None = None) -> int:
             check_space(cfg, subsets, prepare=not args.skip_prepare)
         errors = fetch_all(cfg, subsets, args.jobs)
         if errors:
-            raise DownloadError("\n".join(errors) if len(errors) == 1 else
-                                f"{len(errors)} subsets failed:\n  " + "\n  ".join(errors))
+            raise DownloadError(
+                "\n".join(errors) if len(errors) == 1 else f"{len(errors)} subsets failed:\n  " + "\n  ".join(errors)
+            )
         if not args.skip_prepare:
             run_prepare(cfg.data_dir, subsets, p, args.jobs)
     except (DownloadError, params.ParamError) as err:

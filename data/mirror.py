@@ -146,7 +146,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if asked == "unsatisfiable":
             return self._error(416, path, {"Content-Range": f"bytes */{size}"})
         first, last = asked if asked else (0, size - 1)
-        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes", "Content-Length": last - first + 1}
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+            "Content-Length": last - first + 1,
+        }
         if asked:
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         self._finish(206 if asked else 200, headers, path)

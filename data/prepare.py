@@ -176,7 +176,7 @@ def process_chapter(task: ChapterTask) -> ChapterResult:
     with torch.inference_mode():
         for row, samples in zip(rows, audio):
             # copy_ converts to float16 and lays out (T, F) in one pass, straight into the shard.
-            out[row["offset"]: row["offset"] + row["frames"]].copy_(extract(torch.from_numpy(samples), task.p))
+            out[row["offset"] : row["offset"] + row["frames"]].copy_(extract(torch.from_numpy(samples), task.p))
     hashes.append((shard, save_npy_atomic(root / shard, frames)))
     return ChapterResult(rows, hashes, sum(r["duration"] for r in rows))
 
@@ -266,10 +266,14 @@ def _manifest_rows(path: Path):
                     row = json.loads(line)
                     key = _sort_key(row)
                 except (ValueError, TypeError, KeyError) as err:
-                    raise PrepareError(f"{path}:{number}: not a manifest row ({err}); prepare its subset again with --force") from None
+                    raise PrepareError(
+                        f"{path}:{number}: not a manifest row ({err}); prepare its subset again with --force"
+                    ) from None
                 yield key, line
     except FileNotFoundError:
-        raise PrepareError(f"{path}: missing although its subset is marked prepared; prepare it again with --force") from None
+        raise PrepareError(
+            f"{path}: missing although its subset is marked prepared; prepare it again with --force"
+        ) from None
     except UnicodeDecodeError as err:
         raise PrepareError(f"{path}: not UTF-8 ({err}); prepare its subset again with --force") from None
 
@@ -350,13 +354,16 @@ def extracted_subsets(data_dir: Path) -> list[str]:
 def prepare(data_dir, subsets=None, p: params.Params | None = None, jobs: int = 1, force: bool = False) -> None:
     """Prepare `subsets` (default: every extracted one) under data_dir with `jobs` processes.
 
-    Subsets already marked prepared are skipped (no work) unless force, which redoes them and accepts a feature config different from features/features.json.
+    Subsets already marked prepared are skipped (no work) unless force, which redoes them and accepts a
+    feature config different from features/features.json.
     """
     data_dir = Path(data_dir)
     p = p or params.make()
     subsets = list(subsets) if subsets else extracted_subsets(data_dir)
     if not subsets:
-        raise PrepareError(f"{data_dir}: no extracted subsets (.state/extract-<subset>.done); download first or pass --subsets")
+        raise PrepareError(
+            f"{data_dir}: no extracted subsets (.state/extract-<subset>.done); download first or pass --subsets"
+        )
     unknown = [s for s in subsets if s not in SUBSETS]
     if unknown:
         raise PrepareError(f"unknown subset(s) {', '.join(unknown)}; known: {', '.join(SUBSETS)}")

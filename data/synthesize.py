@@ -98,7 +98,9 @@ def plan_subset(subset: str, texts: list[str], seed: int) -> list[Chapter]:
         for chapter_texts in _split_evenly(speaker_texts, n_chapters):
             chapter = next(chapter_ids)
             utterances = tuple(
-                Utterance(f"{speaker}-{chapter}-{i:04d}", text, voice, speed + rng.randint(-SPEED_JITTER, SPEED_JITTER), pitch)
+                Utterance(
+                    f"{speaker}-{chapter}-{i:04d}", text, voice, speed + rng.randint(-SPEED_JITTER, SPEED_JITTER), pitch
+                )
                 for i, text in enumerate(chapter_texts)
             )
             chapters.append(Chapter(speaker, chapter, utterances))
@@ -133,7 +135,17 @@ def trim(audio: np.ndarray, rate: int) -> np.ndarray:
 
 def speak(utterance: Utterance) -> np.ndarray:
     """espeak-ng -> (S,) int16 at 16 kHz, silence trimmed."""
-    command = [ESPEAK, "-v", utterance.voice, "-s", str(utterance.speed), "-p", str(utterance.pitch), "--stdout", utterance.text]
+    command = [
+        ESPEAK,
+        "-v",
+        utterance.voice,
+        "-s",
+        str(utterance.speed),
+        "-p",
+        str(utterance.pitch),
+        "--stdout",
+        utterance.text,
+    ]
     result = subprocess.run(command, capture_output=True, check=False)
     if result.returncode != 0 or len(result.stdout) <= 44:
         raise SynthesisError(
@@ -187,28 +199,31 @@ def write_archive(path: Path, subset: str, chapters: list[Chapter], rendered, ba
     `rendered` yields render() results for _batches(chapters), in order. Returns audio seconds.
     """
     seconds = 0.0
-    with replacing(path) as temporary:
-        with open(temporary, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as gz:
-            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                root = f"LibriSpeech/{subset}"
-                for directory in ("LibriSpeech", root):
-                    tar.addfile(_member(directory, directory=True))
-                speakers_done = set()
-                for chapter in chapters:
-                    if chapter.speaker not in speakers_done:
-                        speakers_done.add(chapter.speaker)
-                        tar.addfile(_member(f"{root}/{chapter.speaker}", directory=True))
-                    tar.addfile(_member(f"{root}/{chapter.directory}", directory=True))
-                    lines = []
-                    for start in range(0, len(chapter.utterances), BATCH):
-                        for utterance, (flac, n_samples) in zip(chapter.utterances[start : start + BATCH], next(rendered)):
-                            _add_file(tar, f"{root}/{chapter.directory}/{utterance.uid}.flac", flac)
-                            lines.append(f"{utterance.uid} {utterance.text}\n")
-                            seconds += n_samples / SAMPLE_RATE
-                            bar.update(1)
-                    transcript = f"{root}/{chapter.directory}/{chapter.speaker}-{chapter.chapter}.trans.txt"
-                    _add_file(tar, transcript, "".join(sorted(lines)).encode())
-            gz.flush()
+    with (
+        replacing(path) as temporary,
+        open(temporary, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as gz,
+    ):
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            root = f"LibriSpeech/{subset}"
+            for directory in ("LibriSpeech", root):
+                tar.addfile(_member(directory, directory=True))
+            speakers_done = set()
+            for chapter in chapters:
+                if chapter.speaker not in speakers_done:
+                    speakers_done.add(chapter.speaker)
+                    tar.addfile(_member(f"{root}/{chapter.speaker}", directory=True))
+                tar.addfile(_member(f"{root}/{chapter.directory}", directory=True))
+                lines = []
+                for start in range(0, len(chapter.utterances), BATCH):
+                    for utterance, (flac, n_samples) in zip(chapter.utterances[start : start + BATCH], next(rendered)):
+                        _add_file(tar, f"{root}/{chapter.directory}/{utterance.uid}.flac", flac)
+                        lines.append(f"{utterance.uid} {utterance.text}\n")
+                        seconds += n_samples / SAMPLE_RATE
+                        bar.update(1)
+                transcript = f"{root}/{chapter.directory}/{chapter.speaker}-{chapter.chapter}.trans.txt"
+                _add_file(tar, transcript, "".join(sorted(lines)).encode())
+        gz.flush()
     return seconds
 
 
@@ -239,7 +254,9 @@ def check_request(counts: dict[str, int], seed: int, jobs: int) -> None:
     if not isinstance(jobs, int) or jobs < 1:
         raise SynthesisError(f"jobs {jobs!r}: must be a whole number >= 1")
     if shutil.which(ESPEAK) is None:
-        raise SynthesisError(f"{ESPEAK} is not installed or not on PATH: run `make setup` or `apt-get install espeak-ng`")
+        raise SynthesisError(
+            f"{ESPEAK} is not installed or not on PATH: run `make setup` or `apt-get install espeak-ng`"
+        )
 
 
 def synthesize(out_dir, counts: dict[str, int], seed: int = 1, jobs: int = 2) -> list[Path]:
@@ -312,7 +329,9 @@ def main(argv=None) -> int:
         epilog="Example: python -m data.synthesize --out /tmp/corpus --subsets train-clean-100:2000,dev-clean:200",
     )
     parser.add_argument("--out", required=True, type=Path, help="directory for <subset>.tar.gz and md5sum.txt")
-    parser.add_argument("--subsets", required=True, type=parse_subsets, help=f"NAME:COUNT,... with NAME one of {', '.join(SUBSETS)}")
+    parser.add_argument(
+        "--subsets", required=True, type=parse_subsets, help=f"NAME:COUNT,... with NAME one of {', '.join(SUBSETS)}"
+    )
     parser.add_argument("--seed", type=_non_negative, default=1, help="seed of sentences, voices and ids (default 1)")
     parser.add_argument("--jobs", type=_positive, default=2, help="espeak-ng worker processes (default 2)")
     args = parser.parse_args(argv)

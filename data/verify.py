@@ -73,6 +73,7 @@ def read_records(data_dir: Path, report: Report) -> dict[str, dict[str, str]]:
 
 def hash_all(data_dir: Path, paths: list[str], jobs: int) -> dict[str, str | None]:
     """{path: sha256 or None if missing}, hashed by `jobs` threads (hashlib releases the GIL)."""
+
     def one(path):
         return path, sha256_file(data_dir / path)
 
@@ -123,7 +124,11 @@ def row_problem(line: bytes) -> tuple[dict | None, str | None]:
         return None, f"no {', '.join(repr(key) for key in missing)}"
     for key, kinds in FIELDS.items():
         if not isinstance(row[key], kinds) or isinstance(row[key], bool):
-            return None, f"{key!r} is {type(row[key]).__name__} {str(row[key])[:40]!r}, not {' or '.join(t.__name__ for t in kinds)}"
+            return (
+                None,
+                f"{key!r} is {type(row[key]).__name__} {str(row[key])[:40]!r}, "
+                f"not {' or '.join(t.__name__ for t in kinds)}",
+            )
     return row, None
 
 
@@ -178,14 +183,21 @@ def check_rows(rows: list[dict], transcripts: dict, shards: Shards, rel: str, re
             continue
         text, trans = transcripts[uid]
         if row["transcript"] != text:
-            report.problems.append(f"transcript differs: utterance {uid}: {rel} {row['transcript']!r}, {trans} {text!r}")
+            report.problems.append(
+                f"transcript differs: utterance {uid}: {rel} {row['transcript']!r}, {trans} {text!r}"
+            )
         if not (shards.data_dir / row["audio"]).is_file():
             report.problems.append(f"missing: {row['audio']} (utterance {uid})")
         frames = shards.rows(row["features"])
         if frames is None:
-            report.problems.append(f"bad shard: {row['features']} (utterance {uid}): missing, not float16 or not {shards.n_features} wide")
-        elif not (0 <= row["offset"] and 0 < row["frames"] and row["offset"] + row["frames"] <= frames):
-            report.problems.append(f"features out of range: utterance {uid}: {row['features']}[{row['offset']}:+{row['frames']}] of {frames}")
+            report.problems.append(
+                f"bad shard: {row['features']} (utterance {uid}): missing, not float16 or not {shards.n_features} wide"
+            )
+        elif not (row["offset"] >= 0 and row["frames"] > 0 and row["offset"] + row["frames"] <= frames):
+            report.problems.append(
+                f"features out of range: utterance {uid}: "
+                f"{row['features']}[{row['offset']}:+{row['frames']}] of {frames}"
+            )
     for uid in sorted(set(transcripts) - seen):
         report.problems.append(f"missing: utterance {uid} ({transcripts[uid][1]}) from {rel}")
 
@@ -213,12 +225,16 @@ def check_official(data_dir: Path, subset: str, utterances: int, report: Report)
     fields = marker.read_text(encoding="utf-8", errors="replace").split()
     recorded = fields[0] if fields else ""
     if recorded != official.md5:
-        report.notes.append(f"{subset}.tar.gz: recorded md5 {recorded or '(none)'} is not the official {official.md5}; "
-                            "a non-official archive, official utterance count not checked")
+        report.notes.append(
+            f"{subset}.tar.gz: recorded md5 {recorded or '(none)'} is not the official {official.md5}; "
+            "a non-official archive, official utterance count not checked"
+        )
         return
     report.notes.append(f"{subset}.tar.gz: recorded md5 {recorded} = official")
     if utterances != official.utterances:
-        report.problems.append(f"count: {subset} has {utterances} utterances, the official archive {official.utterances}")
+        report.problems.append(
+            f"count: {subset} has {utterances} utterances, the official archive {official.utterances}"
+        )
 
 
 def _keyed_lines(path: Path):
@@ -262,7 +278,7 @@ def verify(data_dir, jobs: int = 1) -> Report:
     """Check the prepared dataset under data_dir; problems name the file or utterance."""
     data_dir, report = Path(data_dir), Report()
     records = read_records(data_dir, report)
-    extracted = sorted(p.name[len("extract-"):-len(".done")] for p in (data_dir / ".state").glob("extract-*.done"))
+    extracted = sorted(p.name[len("extract-") : -len(".done")] for p in (data_dir / ".state").glob("extract-*.done"))
     for subset in extracted:
         if subset not in records:
             report.problems.append(f"missing: checksums/{subset}.sha256 (subset {subset} extracted but not prepared)")

@@ -18,9 +18,19 @@ from data.files import replacing
 # Parameters that change the model's tensors or the features it reads: a checkpoint made with other
 # values cannot be resumed. Optimisation knobs (lr, epochs, ...) may change between segments.
 MODEL_PARAMS = (
-    "feature", "sample_rate", "window_size", "window_stride", "window", "n_mels", "n_mfcc",
-    "conv_channels", "rnn_type", "hidden_size", "hidden_layers", "bidirectional",
-)  # fmt: skip
+    "feature",
+    "sample_rate",
+    "window_size",
+    "window_stride",
+    "window",
+    "n_mels",
+    "n_mfcc",
+    "conv_channels",
+    "rnn_type",
+    "hidden_size",
+    "hidden_layers",
+    "bidirectional",
+)
 FORMAT = 1
 
 
@@ -66,11 +76,15 @@ def rng_state() -> dict:
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-    }  # fmt: skip
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

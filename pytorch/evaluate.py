@@ -61,23 +61,31 @@ def evaluate_split(model, p: params.Params, data_dir, split: str, batch_size: in
         torch.cuda.synchronize(world.device)
     seconds = time.perf_counter() - start
     audio_s = sum(row["duration"] for row in rows)
-    return {"counts": counts, "predictions": predictions, "utterances": len(rows), "audio_s": audio_s, "seconds": seconds}
+    return {
+        "counts": counts,
+        "predictions": predictions,
+        "utterances": len(rows),
+        "audio_s": audio_s,
+        "seconds": seconds,
+    }
 
 
 def report(result: dict, split: str) -> str:
     """The lines a user reads: error rates, then how much audio was decoded how fast."""
     counts, seconds, audio_s, n = result["counts"], result["seconds"], result["audio_s"], result["utterances"]
-    return "\n".join([
-        f"split: {split}",
-        f"WER (corpus): {counts.wer:.2f}%  ({counts.word_edits} edits / {counts.words} words)",
-        f"WER (per-utterance mean, as the 2018 code): {counts.wer_per_utterance_mean:.2f}%",
-        f"CER: {counts.cer:.2f}%",
-        f"utterances: {n}",
-        f"audio: {audio_s:.1f} s",
-        f"time: {seconds:.2f} s",
-        f"throughput: {n / seconds:.1f} utt/s, {audio_s / seconds:.1f} audio-s/s, "
-        f"real-time factor {seconds / audio_s if audio_s else float('nan'):.4f}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"split: {split}",
+            f"WER (corpus): {counts.wer:.2f}%  ({counts.word_edits} edits / {counts.words} words)",
+            f"WER (per-utterance mean, as the 2018 code): {counts.wer_per_utterance_mean:.2f}%",
+            f"CER: {counts.cer:.2f}%",
+            f"utterances: {n}",
+            f"audio: {audio_s:.1f} s",
+            f"time: {seconds:.2f} s",
+            f"throughput: {n / seconds:.1f} utt/s, {audio_s / seconds:.1f} audio-s/s, "
+            f"real-time factor {seconds / audio_s if audio_s else float('nan'):.4f}",
+        ]
+    )
 
 
 def parse_args(argv):
@@ -87,14 +95,26 @@ def parse_args(argv):
         "corpus WER, per-utterance mean WER, CER and throughput.",
         epilog="Exit status: 0 done, 2 missing or unusable checkpoint, manifest or features.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt written by training (checkpoints/best.pt or last.pt)")
-    parser.add_argument("--data-dir", type=Path, default=Path("LibriSpeech_dataset"), help="prepared dataset (default: %(default)s)")
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, help="a .pt written by training (checkpoints/best.pt or last.pt)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("LibriSpeech_dataset"), help="prepared dataset (default: %(default)s)"
+    )
     parser.add_argument("--split", default="val", help="val, test or any manifests/<name>.jsonl name (default: val)")
-    parser.add_argument("--batch-size", type=int, help="utterances per forward pass (default: the checkpoint's batch_size)")
+    parser.add_argument(
+        "--batch-size", type=int, help="utterances per forward pass (default: the checkpoint's batch_size)"
+    )
     parser.add_argument("--num-workers", type=int, help="data loader processes (default: the checkpoint's num_workers)")
-    parser.add_argument("--predictions", type=Path, metavar="FILE.jsonl", help="write id, reference, hypothesis per utterance")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast (default: the checkpoint's; fp16 needs CUDA)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available")
+    parser.add_argument(
+        "--predictions", type=Path, metavar="FILE.jsonl", help="write id, reference, hypothesis per utterance"
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), help="autocast (default: the checkpoint's; fp16 needs CUDA)"
+    )
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"
+    )
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be at least 1")
@@ -114,7 +134,10 @@ def main(argv=None) -> int:
     except (checkpoint.CheckpointError, loader.LoaderError, train.TrainError, params.ParamError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"checkpoint: {args.checkpoint} ({sum(t.numel() for t in model.parameters()):,} parameters, precision {p.precision})")
+    print(
+        f"checkpoint: {args.checkpoint} ({sum(t.numel() for t in model.parameters()):,} parameters, "
+        f"precision {p.precision})"
+    )
     print(report(result, args.split))
     if args.predictions:
         rows = [{"id": i, "reference": ref, "hypothesis": hyp} for i, ref, hyp in result["predictions"]]

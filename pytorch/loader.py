@@ -232,7 +232,9 @@ class BatchList:
         return len(self.batches)
 
 
-def make_loader(dataset: Dataset, batches_for_this_rank: list[list[int]], num_workers: int, pin_memory: bool) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batches_for_this_rank: list[list[int]], num_workers: int, pin_memory: bool
+) -> DataLoader:
     """DataLoader yielding collate()d batches in the given order.
 
     Change the batches of a later epoch with `loader.batch_sampler.set(batches)`.

@@ -82,10 +82,19 @@ class MLPerfLog:
 def check_command(log_path: Path, output_path: Path) -> list[str]:
     """argv of the compliance checker for one log (its own report goes to output_path)."""
     return [
-        sys.executable, "-m", "mlperf_logging.compliance_checker",
-        "--usage", "training", "--ruleset", RULESET,
-        "--config", str(RULES), "--log_output", str(output_path), str(log_path),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlperf_logging.compliance_checker",
+        "--usage",
+        "training",
+        "--ruleset",
+        RULESET,
+        "--config",
+        str(RULES),
+        "--log_output",
+        str(output_path),
+        str(log_path),
+    ]
 
 
 def check_log(log_path: Path, output_path: Path) -> tuple[bool, str]:

@@ -36,7 +36,8 @@ def conv_frequencies(n_features: int) -> int:
     if f1 < 1 or f2 < 1:
         raise ValueError(
             f"n_features={n_features}: too few feature bins for the convolutions' 41 x 21 frequency kernels "
-            f"(need at least {CONV1[0][0] + CONV1[1][0] * (CONV2[0][0] - 1)}); raise window_size or pick feature=spectrogram"
+            f"(need at least {CONV1[0][0] + CONV1[1][0] * (CONV2[0][0] - 1)}); "
+            "raise window_size or pick feature=spectrogram"
         )
     return f2
 
@@ -56,7 +57,9 @@ def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor, sync: bool = False) -> torch.Tensor:
+def masked_batch_norm(
+    bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor, sync: bool = False
+) -> torch.Tensor:
     """BatchNorm over the valid positions of x only.
 
     x: (N, C, ...) with channels on dim 1; mask: float, broadcastable to x with size 1 on dim 1,

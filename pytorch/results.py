@@ -17,9 +17,18 @@ from pathlib import Path
 from data.files import replacing, write_atomically
 
 METRIC_KEYS = (
-    "epoch", "train_loss", "wer", "wer_per_utterance_mean", "cer", "lr", "seconds", "utt_per_s",
-    "audio_s_per_s", "skipped_steps", "dropped_utterances",
-)  # fmt: skip
+    "epoch",
+    "train_loss",
+    "wer",
+    "wer_per_utterance_mean",
+    "cer",
+    "lr",
+    "seconds",
+    "utt_per_s",
+    "audio_s_per_s",
+    "skipped_steps",
+    "dropped_utterances",
+)
 
 
 def write_json(path: Path, obj) -> None:
@@ -49,8 +58,15 @@ def write_predictions(results_dir: Path, epoch: int, predictions: list[tuple[str
     write_jsonl(Path(results_dir) / "predictions" / f"epoch_{epoch}.jsonl", rows)
 
 
-def write_result(results_dir: Path, status: str, metrics: list[dict], time_to_train_s: float,
-                 target_wer: float, p_dict: dict, resumed: int = 0) -> dict:  # fmt: skip
+def write_result(
+    results_dir: Path,
+    status: str,
+    metrics: list[dict],
+    time_to_train_s: float,
+    target_wer: float,
+    p_dict: dict,
+    resumed: int = 0,
+) -> dict:
     wers = [m["wer"] for m in metrics]
     result = {
         "status": status,

@@ -79,11 +79,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Parameters (key=value), defaults from params.py:\n" + params.describe(params.make()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("LibriSpeech_dataset"), help="prepared dataset (default: %(default)s)")
-    parser.add_argument("--results-dir", type=Path, help="where logs, metrics, predictions and checkpoints go (required unless --dry-run)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("LibriSpeech_dataset"), help="prepared dataset (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        help="where logs, metrics, predictions and checkpoints go (required unless --dry-run)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from RESULTS_DIR/checkpoints/last.pt")
-    parser.add_argument("--dry-run", action="store_true", help="check parameters and data, print the model, do not train")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="parameter overrides, e.g. preset=demo lr=3e-4")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check parameters and data, print the model, do not train"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="parameter overrides, e.g. preset=demo lr=3e-4"
+    )
     args = parser.parse_intermixed_args(argv)
     if args.results_dir is None and not args.dry_run:
         parser.error("--results-dir is required (unless --dry-run)")
@@ -115,7 +125,9 @@ def open_split(data_dir: Path, name: str, p: params.Params, max_duration: float 
     path = loader.manifest_path(data_dir, name)
     rows = loader.filter_rows(loader.read_manifest(path), max_duration)
     if not rows:
-        raise TrainError(f"{path}: no utterances" + (f" of at most max_duration={max_duration} s" if max_duration > 0 else ""))
+        raise TrainError(
+            f"{path}: no utterances" + (f" of at most max_duration={max_duration} s" if max_duration > 0 else "")
+        )
     return rows, loader.UtteranceDataset(data_dir, rows)
 
 
@@ -130,7 +142,9 @@ def make_loaders(p: params.Params, world: World, train, val):
 def check_precision(precision: str, device: torch.device) -> None:
     """fp16 needs CUDA: float16 autocast with a GradScaler has no CPU path."""
     if precision == "fp16" and device.type != "cuda":
-        raise params.ParamError("precision='fp16': needs CUDA (float16 autocast with a GradScaler); use precision=bf16 or fp32 on CPU")
+        raise params.ParamError(
+            "precision='fp16': needs CUDA (float16 autocast with a GradScaler); use precision=bf16 or fp32 on CPU"
+        )
 
 
 def check_trainable(p: params.Params) -> None:
@@ -155,7 +169,9 @@ def autocast(p: params.Params, device: torch.device):
 
 def make_optimizer(model: torch.nn.Module, p: params.Params) -> torch.optim.Optimizer:
     if p.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, nesterov=True, weight_decay=p.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=p.lr, momentum=p.momentum, nesterov=True, weight_decay=p.weight_decay
+        )
     return torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(p.momentum, 0.999), weight_decay=p.weight_decay)
 
 
@@ -180,7 +196,9 @@ def min_frames_for(targets: list[torch.Tensor]) -> torch.Tensor:
     return torch.tensor([len(t) + int((t[1:] == t[:-1]).sum()) for t in targets], dtype=torch.long)
 
 
-def ctc_loss(log_probs: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+def ctc_loss(
+    log_probs: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+) -> torch.Tensor:
     """Summed CTC over the batch: log_probs (T, N, 29) -> scalar. fp32 whatever the autocast."""
     return CTC(log_probs.float(), targets, out_lengths, target_lengths)
 
@@ -205,7 +223,9 @@ def micro_batch_loss(model, batch, p: params.Params, device: torch.device) -> tu
         return log_probs.sum() * 0.0, 0, len(per_utt)
     kept_targets = torch.cat([t for t, k in zip(per_utt, keep.tolist()) if k]).to(device)
     index = keep.nonzero().squeeze(1).to(device)
-    loss = ctc_loss(log_probs.index_select(1, index), out_lengths.to(device)[index], kept_targets, target_lengths.to(device)[index])
+    loss = ctc_loss(
+        log_probs.index_select(1, index), out_lengths.to(device)[index], kept_targets, target_lengths.to(device)[index]
+    )
     return loss, kept, len(per_utt) - kept
 
 
@@ -259,7 +279,10 @@ class RunningStats:
         """Set the statistics to the mean update over every micro-batch of every rank."""
         if not self.buffers:
             return
-        flat = torch.cat([t.flatten().double() for t in self.sums] + [torch.tensor([float(self.forwards)], dtype=torch.float64, device=self.sums[0].device)])
+        flat = torch.cat(
+            [t.flatten().double() for t in self.sums]
+            + [torch.tensor([float(self.forwards)], dtype=torch.float64, device=self.sums[0].device)]
+        )
         if world.distributed:
             dist.all_reduce(flat)
         forwards = float(flat[-1])
@@ -269,7 +292,9 @@ class RunningStats:
             t.copy_((total / forwards).view_as(t))
 
 
-def train_step(model, optimizer, scaler, micro_batches, global_count: int, p: params.Params, world: World) -> StepResult:
+def train_step(
+    model, optimizer, scaler, micro_batches, global_count: int, p: params.Params, world: World
+) -> StepResult:
     """One optimiser step over this rank's micro-batches of a global batch of global_count utterances.
 
     Each micro-batch back-propagates its summed CTC / global_count, so accumulated (and all-reduced)
@@ -324,7 +349,18 @@ def train_step(model, optimizer, scaler, micro_batches, global_count: int, p: pa
 # ---------------------------------------------------------------- epochs
 
 
-def train_epoch(model, optimizer, scaler, rows, data_loader, p: params.Params, world: World, epoch: int, first_step: int, total_steps: int) -> dict:
+def train_epoch(
+    model,
+    optimizer,
+    scaler,
+    rows,
+    data_loader,
+    p: params.Params,
+    world: World,
+    epoch: int,
+    first_step: int,
+    total_steps: int,
+) -> dict:
     """One pass over the training set in (optionally shuffled) length-ordered batches -> epoch stats."""
     batches = loader.global_batches(len(rows), p.batch_size, p.shuffle_batches, p.seed, epoch)
     if world.sync_batchnorm:
@@ -332,7 +368,10 @@ def train_epoch(model, optimizer, scaler, rows, data_loader, p: params.Params, w
         # micro-batch an utterance (fewer than world size x accumulation steps) is left out everywhere.
         batches = [b for b in batches if len(b) >= world.size * p.gradient_accumulation_steps]
     # Otherwise an empty tail micro-batch is left out: that rank simply contributes no gradient.
-    mine = [[m for m in loader.micro_batches(b, world.size, p.gradient_accumulation_steps, world.rank) if m] for b in batches]
+    mine = [
+        [m for m in loader.micro_batches(b, world.size, p.gradient_accumulation_steps, world.rank) if m]
+        for b in batches
+    ]
     data_loader.batch_sampler.set([m for step in mine for m in step])
     data = iter(data_loader)
     model.train()
@@ -351,8 +390,14 @@ def train_epoch(model, optimizer, scaler, rows, data_loader, p: params.Params, w
         utterances += len(global_batch)
         audio_s += sum(rows[j]["duration"] for j in global_batch)
         elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{losses[-1]:.2f}" if losses else "-", utt_s=f"{utterances / elapsed:.1f}",
-                        audio_s_s=f"{audio_s / elapsed:.1f}", skipped=skipped, dropped=dropped, refresh=False)  # fmt: skip
+        bar.set_postfix(
+            loss=f"{losses[-1]:.2f}" if losses else "-",
+            utt_s=f"{utterances / elapsed:.1f}",
+            audio_s_s=f"{audio_s / elapsed:.1f}",
+            skipped=skipped,
+            dropped=dropped,
+            refresh=False,
+        )
         bar.update()
     bar.close()
     seconds = time.perf_counter() - start
@@ -369,7 +414,9 @@ def train_epoch(model, optimizer, scaler, rows, data_loader, p: params.Params, w
 
 
 @torch.no_grad()
-def evaluate(model, rows, data_loader, p: params.Params, world: World) -> tuple[ErrorCounts, list[tuple[str, str, str]]]:
+def evaluate(
+    model, rows, data_loader, p: params.Params, world: World
+) -> tuple[ErrorCounts, list[tuple[str, str, str]]]:
     """Greedy-decode the validation set, sharded by batch over ranks -> (summed ErrorCounts, predictions)."""
     references = {row["id"]: row["transcript"] for row in rows}
     model.eval()
@@ -400,7 +447,9 @@ def evaluate(model, rows, data_loader, p: params.Params, world: World) -> tuple[
 def prepare_results_dir(args, world: World) -> None:
     last = checkpoint.checkpoint_dir(args.results_dir) / "last.pt"
     if not args.resume and last.exists():
-        raise TrainError(f"{args.results_dir}: holds a run already ({last}); pass --resume or choose another --results-dir")
+        raise TrainError(
+            f"{args.results_dir}: holds a run already ({last}); pass --resume or choose another --results-dir"
+        )
     if world.main:
         try:
             args.results_dir.mkdir(parents=True, exist_ok=True)
@@ -431,7 +480,9 @@ def run(args, p: params.Params, world: World) -> int:
     say = print if world.main else (lambda *a, **k: None)
     if not args.dry_run:
         prepare_results_dir(args, world)
-    log = MLPerfLog(None if args.dry_run else args.results_dir, enabled=world.main and not args.dry_run, append=args.resume)
+    log = MLPerfLog(
+        None if args.dry_run else args.results_dir, enabled=world.main and not args.dry_run, append=args.resume
+    )
     try:
         log.event("cache_clear", True)
         log.start("init_start")
@@ -442,7 +493,10 @@ def run(args, p: params.Params, world: World) -> int:
         model = DeepSpeech2(p)
         say(model)
         say(f"Number of parameters: {sum(t.numel() for t in model.parameters()):,}")
-        say(f"Training utterances: {len(train_rows):,} ({p.train_manifest}); validation utterances: {len(val_rows):,} ({p.val_manifest})")
+        say(
+            f"Training utterances: {len(train_rows):,} ({p.train_manifest}); "
+            f"validation utterances: {len(val_rows):,} ({p.val_manifest})"
+        )
         if args.dry_run:
             say(f"Device: {world.device}, world size {world.size}. Dry run: not training.")
             return EXIT_SUCCESS
@@ -481,7 +535,18 @@ def fit(args, p, world: World, log: MLPerfLog, model, train, val) -> int:
         status = "success"  # resumed a run that had already met the target
     for epoch in range(progress["epoch"], p.epochs if status == "aborted" else progress["epoch"]):
         log.start("epoch_start", metadata={"epoch_num": epoch + 1})
-        stats = train_epoch(model, optimizer, scaler, train[0], train_loader, p, world, epoch, progress["step"], steps_per_epoch * p.epochs)
+        stats = train_epoch(
+            model,
+            optimizer,
+            scaler,
+            train[0],
+            train_loader,
+            p,
+            world,
+            epoch,
+            progress["step"],
+            steps_per_epoch * p.epochs,
+        )
         log.end("epoch_stop", metadata={"epoch_num": epoch + 1})
         log.start("eval_start", metadata={"epoch_num": epoch + 1})
         counts, predictions = evaluate(model, val[0], val_loader, p, world)
@@ -489,7 +554,13 @@ def fit(args, p, world: World, log: MLPerfLog, model, train, val) -> int:
         log.event("eval_accuracy", counts.wer, metadata={"epoch_num": epoch + 1})
         progress["step"] += stats.pop("steps")
         progress["epoch"] = epoch + 1
-        metrics = {"epoch": epoch + 1, **stats, "wer": counts.wer, "wer_per_utterance_mean": counts.wer_per_utterance_mean, "cer": counts.cer}
+        metrics = {
+            "epoch": epoch + 1,
+            **stats,
+            "wer": counts.wer,
+            "wer_per_utterance_mean": counts.wer_per_utterance_mean,
+            "cer": counts.cer,
+        }
         progress["metrics"].append(metrics)
         say(
             f"epoch {epoch + 1}: train loss {stats['train_loss']:.3f}, WER {counts.wer:.2f}% (per-utterance mean "
@@ -503,7 +574,16 @@ def fit(args, p, world: World, log: MLPerfLog, model, train, val) -> int:
             log.end("run_stop", metadata={"status": status})
             stop_time = time.time()
         if world.main:
-            save_epoch(args.results_dir, model, optimizer, scaler, p, progress, predictions, (stop_time or time.time()) - run_start)
+            save_epoch(
+                args.results_dir,
+                model,
+                optimizer,
+                scaler,
+                p,
+                progress,
+                predictions,
+                (stop_time or time.time()) - run_start,
+            )
         if status == "success":
             break
     if stop_time is None:  # nothing was left to train: a resumed run that had already finished
@@ -511,12 +591,16 @@ def fit(args, p, world: World, log: MLPerfLog, model, train, val) -> int:
         stop_time = time.time()
     seconds = progress["train_seconds"] + stop_time - run_start
     if world.main:
-        results.write_result(args.results_dir, status, progress["metrics"], seconds, p.target_wer, p.to_dict(), progress["resumed"])
+        results.write_result(
+            args.results_dir, status, progress["metrics"], seconds, p.target_wer, p.to_dict(), progress["resumed"]
+        )
         say(f"Run {status}: {len(progress['metrics'])} epochs, {seconds:.1f} s to train; results in {args.results_dir}")
     return EXIT_SUCCESS
 
 
-def save_epoch(results_dir: Path, model, optimizer, scaler, p, progress: dict, predictions, seconds_this_run: float) -> None:
+def save_epoch(
+    results_dir: Path, model, optimizer, scaler, p, progress: dict, predictions, seconds_this_run: float
+) -> None:
     """After an epoch (rank 0): checkpoints, metrics.jsonl, predictions, curves."""
     metrics = progress["metrics"]
     wer = metrics[-1]["wer"]

@@ -19,7 +19,9 @@ def utterance_audio(rng: np.random.Generator, seconds: float, sample_rate: int =
     return (tone + 0.02 * rng.standard_normal(n)).astype(np.float32)
 
 
-def write_chapter(chapter_dir: Path, speaker: int, chapter: int, lengths: list[float], rng, sample_rate=16000) -> list[str]:
+def write_chapter(
+    chapter_dir: Path, speaker: int, chapter: int, lengths: list[float], rng, sample_rate=16000
+) -> list[str]:
     """Write <spk>-<chap>-NNNN.flac for each length (s) and the chapter's trans.txt; return the ids."""
     chapter_dir.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -46,7 +48,9 @@ def write_tree(data_dir: Path, subsets: dict[str, tuple[int, int]], seed: int = 
         for c in range(chapters):
             speaker, chapter = 100 * (s_index + 1) + c % 2, 1000 * (s_index + 1) + c
             lengths = [float(x) for x in rng.uniform(*seconds, size=per_chapter).round(3)]
-            write_chapter(data_dir / "LibriSpeech" / subset / str(speaker) / str(chapter), speaker, chapter, lengths, rng)
+            write_chapter(
+                data_dir / "LibriSpeech" / subset / str(speaker) / str(chapter), speaker, chapter, lengths, rng
+            )
         (state / f"download-{subset}.done").write_text(hashlib.md5(subset.encode()).hexdigest() + "\n")
         (state / f"extract-{subset}.done").write_text("")
     return data_dir

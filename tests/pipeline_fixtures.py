@@ -71,13 +71,15 @@ def hostile_archive(out_dir: Path, subset: str, kind: str) -> tuple[Path, str]:
     base = f"LibriSpeech/{subset}"
     with tarfile.open(archive, "w:gz") as tar:
         _add_bytes(tar, f"{base}/1/2/1-2.trans.txt", b"1-2-0000 GOOD\n")
-        member = tarfile.TarInfo({
-            "dotdot": f"{base}/../../escaped.txt",
-            "absolute": "/tmp/absolute-escape.txt",
-            "symlink": f"{base}/link",
-            "hardlink": f"{base}/hard",
-            "device": f"{base}/dev",
-        }[kind])
+        member = tarfile.TarInfo(
+            {
+                "dotdot": f"{base}/../../escaped.txt",
+                "absolute": "/tmp/absolute-escape.txt",
+                "symlink": f"{base}/link",
+                "hardlink": f"{base}/hard",
+                "device": f"{base}/dev",
+            }[kind]
+        )
         if kind == "symlink":
             member.type, member.linkname = tarfile.SYMTYPE, "../../../outside"
         elif kind == "hardlink":

@@ -113,5 +113,9 @@ def test_merge_and_tensor_round_trip_equal_single_accumulation():
 def same(a: ErrorCounts, b: ErrorCounts) -> bool:
     """Equal counts; the WER sum only up to float summation order."""
     return (a.word_edits, a.words, a.char_edits, a.chars, a.utterances) == (
-        b.word_edits, b.words, b.char_edits, b.chars, b.utterances
+        b.word_edits,
+        b.words,
+        b.char_edits,
+        b.chars,
+        b.utterances,
     ) and a.wer_sum == pytest.approx(b.wer_sum)

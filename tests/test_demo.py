@@ -14,8 +14,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_demo(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    command = [str(REPO / "demo.sh"), "--dir", str(tmp_path / "demo"), "--train", "48", "--dev", "12", "--jobs", "2",
-               "hidden_size=32", "batch_size=8", "epochs=1", *overrides]  # fmt: skip
+    command = [
+        str(REPO / "demo.sh"),
+        "--dir",
+        str(tmp_path / "demo"),
+        "--train",
+        "48",
+        "--dev",
+        "12",
+        "--jobs",
+        "2",
+        "hidden_size=32",
+        "batch_size=8",
+        "epochs=1",
+        *overrides,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -47,8 +60,9 @@ def test_demo_runs_every_stage_and_reuses_its_data(tmp_path):
 @pytest.mark.slow
 def test_full_demo_reaches_the_target(tmp_path):
     """The real `make demo` configuration (about 6 minutes on 2 cores): held-out WER <= 23.0."""
-    done = subprocess.run([str(REPO / "demo.sh"), "--dir", str(tmp_path / "demo")], capture_output=True, text=True,
-                          timeout=3600)  # fmt: skip
+    done = subprocess.run(
+        [str(REPO / "demo.sh"), "--dir", str(tmp_path / "demo")], capture_output=True, text=True, timeout=3600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(next((tmp_path / "demo" / "results").glob("*/result.json")).read_text())
     assert result["status"] == "success" and result["final_wer"] <= 23.0

@@ -39,14 +39,33 @@ def mirror(served):
 
 def run(mirror, data_dir, *extra, subsets=SUBSET, checksums=None, retries=3):
     """download.main with a fast retry policy and --skip-prepare; returns its exit code."""
-    argv = ["--data-dir", str(data_dir), "--subsets", subsets, "--mirror", mirror.url,
-            "--checksums", str(checksums or Path(mirror.root) / "md5sum.txt"),
-            "--retries", str(retries), "--retry-delay", "0.01", "--timeout", "10", "--skip-prepare", *extra]
+    argv = [
+        "--data-dir",
+        str(data_dir),
+        "--subsets",
+        subsets,
+        "--mirror",
+        mirror.url,
+        "--checksums",
+        str(checksums or Path(mirror.root) / "md5sum.txt"),
+        "--retries",
+        str(retries),
+        "--retry-delay",
+        "0.01",
+        "--timeout",
+        "10",
+        "--skip-prepare",
+        *extra,
+    ]
     return download.main(argv)
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    return {str(f.relative_to(path)): hashlib.md5(f.read_bytes()).hexdigest() for f in sorted(path.rglob("*")) if f.is_file()}
+    return {
+        str(f.relative_to(path)): hashlib.md5(f.read_bytes()).hexdigest()
+        for f in sorted(path.rglob("*"))
+        if f.is_file()
+    }
 
 
 def gets(mirror):
@@ -61,7 +80,9 @@ def test_download_and_extract_two_subsets(mirror, served, tmp_path):
     assert run(mirror, tmp_path, "--jobs", "2", subsets=f"{SUBSET},{OTHER}") == 0
     for subset in (SUBSET, OTHER):
         assert tree_digest(tmp_path / "LibriSpeech" / subset) == tree_digest(served / "src" / "LibriSpeech" / subset)
-        assert (tmp_path / ".state" / f"download-{subset}.done").read_text() == f"{archive_md5(mirror, subset)}  {subset}.tar.gz\n"
+        assert (
+            tmp_path / ".state" / f"download-{subset}.done"
+        ).read_text() == f"{archive_md5(mirror, subset)}  {subset}.tar.gz\n"
         assert (tmp_path / ".state" / f"extract-{subset}.done").is_file()
         assert fx.md5_of(tmp_path / "archives" / f"{subset}.tar.gz") == archive_md5(mirror, subset)
     assert (tmp_path / "LibriSpeech" / "README.TXT").is_file()
@@ -305,7 +326,9 @@ def test_stop_request_leaves_a_resumable_part(mirror, tmp_path, monkeypatch):
     monkeypatch.setattr(download, "CHUNK", 4096)
     chunks = []
     real = download._check_stop
-    monkeypatch.setattr(download, "_check_stop", lambda: (chunks.append(1), len(chunks) > 2 and download._STOP.set(), real()))
+    monkeypatch.setattr(
+        download, "_check_stop", lambda: (chunks.append(1), len(chunks) > 2 and download._STOP.set(), real())
+    )
     try:
         with pytest.raises(download.Interrupted):
             download.fetch_archive(cfg, SUBSET)
@@ -374,8 +397,10 @@ def test_wrapper_passes_shellcheck():
 E2E_MODULES = ("data.synthesize", "data.prepare", "data.verify")
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in E2E_MODULES),
-                    reason="needs data.synthesize, data.prepare and data.verify")
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in E2E_MODULES),
+    reason="needs data.synthesize, data.prepare and data.verify",
+)
 def test_end_to_end_synthesize_serve_download_verify(tmp_path):
     from data.synthesize import synthesize
 
@@ -384,11 +409,28 @@ def test_end_to_end_synthesize_serve_download_verify(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with Mirror(www) as m:
         result = subprocess.run(
-            [str(REPO / "download_dataset.sh"), "--mirror", m.url, "--checksums", str(www / "md5sum.txt"),
-             "--data-dir", str(data), "--subsets", "train-clean-100,dev-clean", "--jobs", "2", "preset=tiny"],
-            capture_output=True, text=True, timeout=300, env=env)
+            [
+                str(REPO / "download_dataset.sh"),
+                "--mirror",
+                m.url,
+                "--checksums",
+                str(www / "md5sum.txt"),
+                "--data-dir",
+                str(data),
+                "--subsets",
+                "train-clean-100,dev-clean",
+                "--jobs",
+                "2",
+                "preset=tiny",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
     assert result.returncode == 0, result.stderr[-3000:]
-    verify = subprocess.run([sys.executable, "-m", "data.verify", "--data-dir", str(data)],
-                            capture_output=True, text=True, timeout=300)
+    verify = subprocess.run(
+        [sys.executable, "-m", "data.verify", "--data-dir", str(data)], capture_output=True, text=True, timeout=300
+    )
     assert verify.returncode == 0, verify.stderr[-3000:]
     assert "Dataset Checksum Passed." in verify.stdout

@@ -69,8 +69,23 @@ def test_batch_size_does_not_change_the_result(setup, tmp_path, capsys):
     outputs = []
     for batch in ("1", "5"):
         predictions = tmp_path / f"pred{batch}.jsonl"
-        assert main(["--checkpoint", str(ckpt), "--data-dir", str(data_dir), "--split", "train",
-                     "--batch-size", batch, "--predictions", str(predictions)]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "--checkpoint",
+                    str(ckpt),
+                    "--data-dir",
+                    str(data_dir),
+                    "--split",
+                    "train",
+                    "--batch-size",
+                    batch,
+                    "--predictions",
+                    str(predictions),
+                ]
+            )
+            == 0
+        )
         outputs.append(sorted(predictions.read_text().splitlines()))
     capsys.readouterr()
     assert outputs[0] == outputs[1]
@@ -133,5 +148,7 @@ def test_features_of_other_parameters_exit_2(setup, tmp_path, capsys):
 
 
 def test_help():
-    out = subprocess.run([sys.executable, "-m", "pytorch.evaluate", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pytorch.evaluate", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "--checkpoint" in out and "--split" in out and "--precision" in out

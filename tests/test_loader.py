@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import params
-from pytorch import loader
 from data import labels
+from pytorch import loader
 from pytorch.loader import (
     LoaderError,
     UtteranceDataset,
@@ -38,8 +38,16 @@ def data_dir(tmp_path):
         offset = sum(len(s) for s in shards[chapter])
         shards[chapter].append(rng.normal(2.0, 3.0, (frames, P.n_features)).astype(np.float16))
         rows.append(
-            dict(id=f"{chapter}-{i:04d}", subset="dev", duration=frames / 100, frames=frames, transcript=text,
-                 audio=f"LibriSpeech/dev/{chapter}-{i:04d}.flac", features=f"features/dev/{chapter}.npy", offset=offset)
+            dict(
+                id=f"{chapter}-{i:04d}",
+                subset="dev",
+                duration=frames / 100,
+                frames=frames,
+                transcript=text,
+                audio=f"LibriSpeech/dev/{chapter}-{i:04d}.flac",
+                features=f"features/dev/{chapter}.npy",
+                offset=offset,
+            )
         )
     for chapter, parts in shards.items():
         np.save(tmp_path / "features" / "dev" / f"{chapter}.npy", np.concatenate(parts))

@@ -23,11 +23,22 @@ def mirror(tmp_path):
         yield m
 
 
-@pytest.mark.parametrize("header, expected", [
-    ("bytes=0-9", (0, 9)), ("bytes=10-", (10, 99)), ("bytes=-5", (95, 99)), ("bytes=90-500", (90, 99)),
-    ("bytes=100-", "unsatisfiable"), ("bytes=-0", "unsatisfiable"), ("bytes=5-2", None),
-    ("bytes=0-1,5-6", None), ("items=0-1", None), (None, None), ("bytes=-", None),
-])
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("bytes=0-9", (0, 9)),
+        ("bytes=10-", (10, 99)),
+        ("bytes=-5", (95, 99)),
+        ("bytes=90-500", (90, 99)),
+        ("bytes=100-", "unsatisfiable"),
+        ("bytes=-0", "unsatisfiable"),
+        ("bytes=5-2", None),
+        ("bytes=0-1,5-6", None),
+        ("items=0-1", None),
+        (None, None),
+        ("bytes=-", None),
+    ],
+)
 def test_parse_range(header, expected):
     assert parse_range(header, 100) == expected
 
@@ -41,7 +52,11 @@ def test_whole_file_and_head(mirror):
 
 def test_ranges(mirror):
     r = requests.get(f"{mirror.url}/a.bin", headers={"Range": "bytes=1000-1009"})
-    assert (r.status_code, r.headers["Content-Range"], r.content) == (206, f"bytes 1000-1009/{len(BODY)}", BODY[1000:1010])
+    assert (r.status_code, r.headers["Content-Range"], r.content) == (
+        206,
+        f"bytes 1000-1009/{len(BODY)}",
+        BODY[1000:1010],
+    )
     r = requests.get(f"{mirror.url}/a.bin", headers={"Range": "bytes=-3"})
     assert (r.status_code, r.content) == (206, BODY[-3:])
     r = requests.get(f"{mirror.url}/a.bin", headers={"Range": f"bytes={len(BODY)}-"})
@@ -63,7 +78,10 @@ def test_faults_and_request_log(mirror):
     assert requests.get(f"{mirror.url}/a.bin").status_code == 503
     requests.get(f"{mirror.url}/a.bin", headers={"Range": "bytes=5-"})
     assert [(r.method, r.path, r.range, r.status) for r in mirror.requests] == [
-        ("GET", "/a.bin", None, 200), ("GET", "/a.bin", None, 503), ("GET", "/a.bin", "bytes=5-", 206)]
+        ("GET", "/a.bin", None, 200),
+        ("GET", "/a.bin", None, 503),
+        ("GET", "/a.bin", "bytes=5-", 206),
+    ]
 
 
 def test_cut_drops_the_connection_mid_body(mirror):
@@ -87,8 +105,12 @@ def test_missing_root_is_an_error(tmp_path):
 def test_cli_serves_until_sigterm(tmp_path):
     (tmp_path / "a.bin").write_bytes(BODY)
     port_file = tmp_path / "port"
-    proc = subprocess.Popen([sys.executable, "-m", "data.mirror", "--root", str(tmp_path), "--port-file", str(port_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "data.mirror", "--root", str(tmp_path), "--port-file", str(port_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not port_file.exists() and time.monotonic() < deadline and proc.poll() is None:

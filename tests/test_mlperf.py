@@ -44,7 +44,7 @@ def test_log_lines_go_to_stdout_and_the_results_file(tmp_path, capsys):
     lines = path.read_text().splitlines()
     assert lines and all(line.startswith(":::MLLOG ") for line in lines)
     assert capsys.readouterr().out.splitlines() == lines
-    events = [json.loads(line[len(":::MLLOG "):]) for line in lines]
+    events = [json.loads(line[len(":::MLLOG ") :]) for line in lines]
     keys = [e["key"] for e in events]
     assert keys.index("init_stop") < keys.index("run_start") < keys.index("epoch_start")
     assert {e["key"]: e["value"] for e in events}["submission_benchmark"] == "speech_recognition"
@@ -62,15 +62,18 @@ def test_a_complete_log_passes(tmp_path):
     assert ok, output
 
 
-@pytest.mark.parametrize("case", [
-    dict(drop=["run_stop"]),
-    dict(drop=["run_start"]),
-    dict(drop=["eval_accuracy"]),
-    dict(drop=["hyperparameters"]),
-    dict(status="success", wers=(40.0, 30.0)),  # claims success above the target
-    dict(status="aborted", wers=(40.0, 20.0)),  # claims failure below it
-    dict(status="finished"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(drop=["run_stop"]),
+        dict(drop=["run_start"]),
+        dict(drop=["eval_accuracy"]),
+        dict(drop=["hyperparameters"]),
+        dict(status="success", wers=(40.0, 30.0)),  # claims success above the target
+        dict(status="aborted", wers=(40.0, 20.0)),  # claims failure below it
+        dict(status="finished"),
+    ],
+)
 def test_a_broken_log_fails(tmp_path, case):
     ok, output = check(tmp_path, write_log(tmp_path, **case))
     assert not ok, output

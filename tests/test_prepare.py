@@ -26,7 +26,11 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(f.relative_to(root)): (f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(root.rglob("*")) if f.is_file()}
+    return {
+        str(f.relative_to(root)): (f.stat().st_mtime_ns, f.stat().st_size)
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    }
 
 
 @pytest.fixture
@@ -53,7 +57,7 @@ def test_subset_manifests_sorted_complete_and_match_shards(prepared):
             assert row["duration"] == round(len(audio) / rate, 4) and row["frames"] == 1 + len(audio) // 160
             shard = np.load(prepared / row["features"])
             assert shard.dtype == np.float16 and shard.shape[1] == 161
-            stored = shard[row["offset"]: row["offset"] + row["frames"]]
+            stored = shard[row["offset"] : row["offset"] + row["frames"]]
             expected = extract(torch.from_numpy(audio), p).numpy().astype(np.float16)
             np.testing.assert_array_equal(stored, expected)
             shard_frames.setdefault(row["features"], [shard.shape[0], 0])[1] += row["frames"]
@@ -73,8 +77,12 @@ def test_checksums_list_every_file_sorted_with_its_sha256(prepared):
     lines = (prepared / "checksums" / "dev-other.sha256").read_text().splitlines()
     paths = [line.split("  ", 1)[1] for line in lines]
     assert paths == sorted(paths)
-    on_disk = sorted(f.relative_to(prepared).as_posix() for d in ("LibriSpeech/dev-other", "features/dev-other")
-                     for f in (prepared / d).rglob("*") if f.is_file())
+    on_disk = sorted(
+        f.relative_to(prepared).as_posix()
+        for d in ("LibriSpeech/dev-other", "features/dev-other")
+        for f in (prepared / d).rglob("*")
+        if f.is_file()
+    )
     assert paths == sorted(on_disk + ["manifests/dev-other.jsonl"])
     for line in lines:
         digest, path = line.split("  ", 1)
@@ -133,7 +141,7 @@ def test_shard_of_another_feature_config_is_recomputed(prepared):
     prep.prepare(prepared, None, hann, jobs=1)
     row = _rows(prepared / "manifests" / "dev-clean.jsonl")[0]
     audio, _ = sf.read(prepared / row["audio"], dtype="float32")
-    stored = np.load(prepared / row["features"])[row["offset"]: row["offset"] + row["frames"]]
+    stored = np.load(prepared / row["features"])[row["offset"] : row["offset"] + row["frames"]]
     np.testing.assert_array_equal(stored, extract(torch.from_numpy(audio), hann).numpy().astype(np.float16))
     assert verify(prepared).passed
 
@@ -151,22 +159,45 @@ def _chapter(tree: Path) -> Path:
     return tree / "LibriSpeech" / "dev-clean" / "100" / "1000"
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: (c / "100-1000.trans.txt").write_text((c / "100-1000.trans.txt").read_text().replace("\n", " 3\n", 1)),
-     r"utterance 100-1000-0000 .*100-1000\.trans\.txt:1.*'3'"),
-    (lambda c: (c / "100-1000.trans.txt").write_text((c / "100-1000.trans.txt").read_text().replace("\n", " STRAßE\n", 1)),
-     r"utterance 100-1000-0000 \(.*100-1000\.trans\.txt:1\): character 'ß' \(U\+00DF\)"),
-    (lambda c: (c / "100-1000.trans.txt").write_text("".join((c / "100-1000.trans.txt").read_text().splitlines(True)[1:])),
-     r"utterance 100-1000-0000: .*100-1000-0000\.flac has no line in .*100-1000\.trans\.txt"),
-    (lambda c: (c / "100-1000-0001.flac").unlink(),
-     r"utterance 100-1000-0001: listed in .*trans\.txt but .*100-1000-0001\.flac is missing"),
-    (lambda c: (c / "100-1000-0002.flac").write_bytes(b"fLaC" + bytes(100)),
-     r"utterance 100-1000-0002: cannot decode .*100-1000-0002\.flac"),
-    (lambda c: sf.write(c / "100-1000-0002.flac", np.zeros(8000, np.float32), 8000),
-     r"utterance 100-1000-0002: .*100-1000-0002\.flac is 8000 Hz, expected sample_rate=16000"),
-    (lambda c: sf.write(c / "100-1000-0002.flac", np.zeros((8000, 2), np.float32), 16000),
-     r"100-1000-0002\.flac has 2 channels"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda c: (c / "100-1000.trans.txt").write_text(
+                (c / "100-1000.trans.txt").read_text().replace("\n", " 3\n", 1)
+            ),
+            r"utterance 100-1000-0000 .*100-1000\.trans\.txt:1.*'3'",
+        ),
+        (
+            lambda c: (c / "100-1000.trans.txt").write_text(
+                (c / "100-1000.trans.txt").read_text().replace("\n", " STRAßE\n", 1)
+            ),
+            r"utterance 100-1000-0000 \(.*100-1000\.trans\.txt:1\): character 'ß' \(U\+00DF\)",
+        ),
+        (
+            lambda c: (c / "100-1000.trans.txt").write_text(
+                "".join((c / "100-1000.trans.txt").read_text().splitlines(True)[1:])
+            ),
+            r"utterance 100-1000-0000: .*100-1000-0000\.flac has no line in .*100-1000\.trans\.txt",
+        ),
+        (
+            lambda c: (c / "100-1000-0001.flac").unlink(),
+            r"utterance 100-1000-0001: listed in .*trans\.txt but .*100-1000-0001\.flac is missing",
+        ),
+        (
+            lambda c: (c / "100-1000-0002.flac").write_bytes(b"fLaC" + bytes(100)),
+            r"utterance 100-1000-0002: cannot decode .*100-1000-0002\.flac",
+        ),
+        (
+            lambda c: sf.write(c / "100-1000-0002.flac", np.zeros(8000, np.float32), 8000),
+            r"utterance 100-1000-0002: .*100-1000-0002\.flac is 8000 Hz, expected sample_rate=16000",
+        ),
+        (
+            lambda c: sf.write(c / "100-1000-0002.flac", np.zeros((8000, 2), np.float32), 16000),
+            r"100-1000-0002\.flac has 2 channels",
+        ),
+    ],
+)
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_bad_input_is_a_named_error_and_leaves_no_marker(tree, edit, message, jobs, capsys):
     edit(_chapter(tree))

@@ -26,7 +26,11 @@ def test_help():
 
 
 def test_bad_arguments_exit_2_before_timing(tmp_path):
-    for args, message in [(["lr=-1"], "lr=-1.0"), (["--bogus"], "unknown argument '--bogus'"), (["--data-dir"], "--data-dir needs")]:
+    for args, message in [
+        (["lr=-1"], "lr=-1.0"),
+        (["--bogus"], "unknown argument '--bogus'"),
+        (["--data-dir"], "--data-dir needs"),
+    ]:
         done = run_script(*args, "--results-dir", str(tmp_path / "r")) if args != ["--data-dir"] else run_script(*args)
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert "STARTING TIMING RUN" not in done.stdout
@@ -36,8 +40,19 @@ def test_bad_arguments_exit_2_before_timing(tmp_path):
 def test_tiny_timed_run(tmp_path):
     trainer_fixtures.write_dataset(tmp_path / "tiny")
     # Relative paths are taken from the caller's directory, not the repo's.
-    done = run_script("--data-dir", "tiny", "--results-dir", "tmp", "preset=tiny", "epochs=1", "target_wer=100",
-                      "optimizer=adamw", "lr=1e-2", "seed=7", cwd=tmp_path)  # fmt: skip
+    done = run_script(
+        "--data-dir",
+        "tiny",
+        "--results-dir",
+        "tmp",
+        "preset=tiny",
+        "epochs=1",
+        "target_wer=100",
+        "optimizer=adamw",
+        "lr=1e-2",
+        "seed=7",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = done.stdout.splitlines()
     start = [i for i, line in enumerate(lines) if line.startswith("STARTING TIMING RUN AT ")]
@@ -53,8 +68,15 @@ def test_tiny_timed_run(tmp_path):
 
 def test_aborted_run_exits_3(tmp_path):
     trainer_fixtures.write_dataset(tmp_path / "tiny")
-    done = run_script("--data-dir", str(tmp_path / "tiny"), "--results-dir", str(tmp_path / "r"), "preset=tiny",
-                      "epochs=1", "target_wer=0")  # fmt: skip
+    done = run_script(
+        "--data-dir",
+        str(tmp_path / "tiny"),
+        "--results-dir",
+        str(tmp_path / "r"),
+        "preset=tiny",
+        "epochs=1",
+        "target_wer=0",
+    )
     assert done.returncode == 3, done.stderr[-2000:]
     assert "RESULT,SPEECH_RECOGNITION,1," in done.stdout
     assert json.loads((tmp_path / "r" / "result.json").read_text())["status"] == "aborted"
@@ -67,14 +89,21 @@ def test_two_processes_equal_one_process_accumulating(tmp_path):
 
     data = trainer_fixtures.write_dataset(tmp_path / "tiny")
     common = ["preset=tiny", "optimizer=adamw", "lr=1e-2", "batch_size=8", "epochs=2", "target_wer=0"]
-    one = train.main(["--data-dir", str(data), "--results-dir", str(tmp_path / "one"), *common, "gradient_accumulation_steps=2"])
+    one = train.main(
+        ["--data-dir", str(data), "--results-dir", str(tmp_path / "one"), *common, "gradient_accumulation_steps=2"]
+    )
     assert one == train.EXIT_SUCCESS
     env = dict(os.environ, NPROC="2", OMP_NUM_THREADS="1")
     done = run_script("--data-dir", str(data), "--results-dir", str(tmp_path / "two"), *common, env=env)
     assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("RESULT,SPEECH_RECOGNITION,") == 1
-    assert done.stdout.count(":::MLLOG") == (tmp_path / "two" / mlperf.LOG_NAME).read_text().count(":::MLLOG")  # rank 0 only
-    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()] for name in ("one", "two")}
+    assert done.stdout.count(":::MLLOG") == (tmp_path / "two" / mlperf.LOG_NAME).read_text().count(
+        ":::MLLOG"
+    )  # rank 0 only
+    rows = {
+        name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("one", "two")
+    }
     assert len(rows["one"]) == len(rows["two"]) == 2
     for a, b in zip(rows["one"], rows["two"]):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
@@ -85,10 +114,24 @@ def test_two_processes_equal_one_process_accumulating(tmp_path):
 
     # The 2-process checkpoint resumes in 1 process and continues exactly as the 1-process run does.
     for name in ("one", "two"):
-        resumed = train.main(["--data-dir", str(data), "--results-dir", str(tmp_path / name), "--resume",
-                              *common[:-2], "epochs=3", "target_wer=0", "gradient_accumulation_steps=2"])  # fmt: skip
+        resumed = train.main(
+            [
+                "--data-dir",
+                str(data),
+                "--results-dir",
+                str(tmp_path / name),
+                "--resume",
+                *common[:-2],
+                "epochs=3",
+                "target_wer=0",
+                "gradient_accumulation_steps=2",
+            ]
+        )
         assert resumed == train.EXIT_SUCCESS
-    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()] for name in ("one", "two")}
+    rows = {
+        name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("one", "two")
+    }
     assert len(rows["one"]) == len(rows["two"]) == 3
     assert rows["two"][2]["train_loss"] == pytest.approx(rows["one"][2]["train_loss"], rel=1e-4)
     assert rows["two"][2]["wer"] == rows["one"][2]["wer"]

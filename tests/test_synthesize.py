@@ -34,7 +34,9 @@ def members(archive: Path) -> dict[str, bytes]:
 
 
 def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "data.synthesize", *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "data.synthesize", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_layout_and_audio_format(corpus):
@@ -109,7 +111,9 @@ def test_subsets_of_one_split_do_not_share_sentences(tmp_path):
     synthesize(tmp_path, {"dev-clean": 3, "dev-other": 3}, seed=1, jobs=1)
     texts = {}
     for subset in ("dev-clean", "dev-other"):
-        transcripts = [d.decode() for n, d in members(tmp_path / f"{subset}.tar.gz").items() if n.endswith(".trans.txt")]
+        transcripts = [
+            d.decode() for n, d in members(tmp_path / f"{subset}.tar.gz").items() if n.endswith(".trans.txt")
+        ]
         texts[subset] = [line.split(" ", 1)[1] for t in transcripts for line in t.splitlines()]
     assert len(texts["dev-clean"]) == 3 and not set(texts["dev-clean"]) & set(texts["dev-other"])
 
@@ -137,8 +141,13 @@ def test_subset_names_map_to_splits():
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("dev-cleen:3", "'dev-cleen': not a LibriSpeech subset"), ("dev-clean:0", "COUNT must be"),
-     ("dev-clean:two", "COUNT must be"), ("dev-clean", "expected NAME:COUNT"), ("dev-clean:1,dev-clean:2", "given twice")],
+    [
+        ("dev-cleen:3", "'dev-cleen': not a LibriSpeech subset"),
+        ("dev-clean:0", "COUNT must be"),
+        ("dev-clean:two", "COUNT must be"),
+        ("dev-clean", "expected NAME:COUNT"),
+        ("dev-clean:1,dev-clean:2", "given twice"),
+    ],
 )
 def test_cli_rejects_bad_subsets(tmp_path, spec, message):
     result = run_cli("--out", str(tmp_path), "--subsets", spec)

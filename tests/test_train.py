@@ -37,11 +37,13 @@ def metrics_of(results_dir) -> list[dict]:
 def test_ctc_loss_matches_alignments_enumerated_by_hand():
     # Two utterances, classes {blank, a, b}. Utterance 0: T=2, label "a": alignments aa, a_, _a.
     # Utterance 1: T=3, label "aa": the repeat needs a blank between, so a_a is the only alignment.
-    probs = torch.tensor([
-        [[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]],
-        [[0.6, 0.3, 0.1], [0.5, 0.4, 0.1]],
-        [[0.3, 0.3, 0.4], [0.2, 0.7, 0.1]],
-    ])  # fmt: skip  (T=3, N=2, C=3)
+    probs = torch.tensor(
+        [
+            [[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]],
+            [[0.6, 0.3, 0.1], [0.5, 0.4, 0.1]],
+            [[0.3, 0.3, 0.4], [0.2, 0.7, 0.1]],
+        ]
+    )  # fmt: skip  (T=3, N=2, C=3)
     p0 = probs[:, 0]
     expected0 = -math.log(p0[0, 1] * p0[1, 1] + p0[0, 1] * p0[1, 0] + p0[0, 0] * p0[1, 1])
     p1 = probs[:, 1]
@@ -146,7 +148,9 @@ def test_non_finite_gradient_of_a_finite_loss_skips_the_step(data_dir, monkeypat
 
     real_loss = train.ctc_loss
     monkeypatch.setattr(train, "ctc_loss", lambda log_probs, *a: real_loss(InfGradient.apply(log_probs), *a))
-    result = train.train_step(model, optimizer, None, micro_batches_of(data_dir, p, [[0, 1, 2, 3]]), 4, p, one_process())
+    result = train.train_step(
+        model, optimizer, None, micro_batches_of(data_dir, p, [[0, 1, 2, 3]]), 4, p, one_process()
+    )
     assert result.skipped and math.isfinite(result.loss_sum)
     assert not optimizer.state  # no moment estimates were made from the bad gradients
     for name, tensor in model.state_dict().items():
@@ -161,7 +165,9 @@ def test_global_batch_without_an_alignable_utterance_is_a_skipped_step(data_dir,
     optimizer = train.make_optimizer(model, p)
     before = copy.deepcopy(model.state_dict())
     monkeypatch.setattr(train, "min_frames_for", lambda targets: torch.full((len(targets),), 10**6))
-    result = train.train_step(model, optimizer, None, micro_batches_of(data_dir, p, [[0, 1, 2, 3]]), 4, p, one_process())
+    result = train.train_step(
+        model, optimizer, None, micro_batches_of(data_dir, p, [[0, 1, 2, 3]]), 4, p, one_process()
+    )
     assert result.skipped and result.dropped == 4
     for name, tensor in model.state_dict().items():
         if "num_batches" not in name:
@@ -185,8 +191,16 @@ def test_skipped_steps_are_counted_in_the_metrics(data_dir, tmp_path, monkeypatc
 def test_utterance_shorter_than_its_transcript_is_dropped_and_counted(tmp_path, capsys):
     data = trainer_fixtures.write_dataset(tmp_path / "data")
     # 40 frames -> 5 output frames, too few for 8 labels: CTC would be infinite.
-    short = {"id": "100-9-0000", "subset": "train-clean-100", "duration": 0.39, "frames": 40,
-             "transcript": "ABABABAB", "audio": "x.flac", "features": "features/train-clean-100/100-5.npy", "offset": 0}  # fmt: skip
+    short = {
+        "id": "100-9-0000",
+        "subset": "train-clean-100",
+        "duration": 0.39,
+        "frames": 40,
+        "transcript": "ABABABAB",
+        "audio": "x.flac",
+        "features": "features/train-clean-100/100-5.npy",
+        "offset": 0,
+    }
     trainer_fixtures.add_row(data, "train", short)
     assert run(data, tmp_path / "r", *TINY, "epochs=2", "target_wer=0") == train.EXIT_SUCCESS
     rows = metrics_of(tmp_path / "r")
@@ -200,9 +214,12 @@ def test_utterance_shorter_than_its_transcript_is_dropped_and_counted(tmp_path, 
 
 
 def test_bad_parameters_exit_2_before_any_work(tmp_path, capsys):
-    for words, message in [(["lr=-1"], "lr=-1.0"), (["hiden_size=3"], "did you mean 'hidden_size'"),
-                           (["precision=fp16"], "precision='fp16'"),
-                           (["feature=mfcc"], "n_mfcc=13: n_features=13: too few feature bins")]:  # fmt: skip
+    for words, message in [
+        (["lr=-1"], "lr=-1.0"),
+        (["hiden_size=3"], "did you mean 'hidden_size'"),
+        (["precision=fp16"], "precision='fp16'"),
+        (["feature=mfcc"], "n_mfcc=13: n_features=13: too few feature bins"),
+    ]:
         assert run(tmp_path / "no-data", tmp_path / "r", *words) == train.EXIT_USAGE
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err
@@ -221,11 +238,14 @@ class FakeCounts:
     cer: float = 0.0
 
 
-@pytest.mark.parametrize("wers, epochs, status", [
-    ([50.0, 20.0, 10.0], 3, "success"),  # stops at the first WER <= 23
-    ([50.0, 23.0], 3, "success"),  # at the target counts
-    ([50.0, 40.0], 2, "aborted"),  # all epochs, target never met
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "wers, epochs, status",
+    [
+        ([50.0, 20.0, 10.0], 3, "success"),  # stops at the first WER <= 23
+        ([50.0, 23.0], 3, "success"),  # at the target counts
+        ([50.0, 40.0], 2, "aborted"),  # all epochs, target never met
+    ],
+)
 def test_stop_rule(data_dir, tmp_path, monkeypatch, wers, epochs, status):
     scripted = iter(wers)
     monkeypatch.setattr(train, "evaluate", lambda *a: (FakeCounts(next(scripted)), []))
@@ -241,8 +261,19 @@ def test_results_directory(data_dir, tmp_path):
     assert run(data_dir, tmp_path / "r", *LEARNS, "epochs=1", "target_wer=100") == train.EXIT_SUCCESS
     out = tmp_path / "r"
     (row,) = metrics_of(out)
-    assert set(row) == {"epoch", "train_loss", "wer", "wer_per_utterance_mean", "cer", "lr", "seconds", "utt_per_s",
-                        "audio_s_per_s", "skipped_steps", "dropped_utterances"}  # fmt: skip
+    assert set(row) == {
+        "epoch",
+        "train_loss",
+        "wer",
+        "wer_per_utterance_mean",
+        "cer",
+        "lr",
+        "seconds",
+        "utt_per_s",
+        "audio_s_per_s",
+        "skipped_steps",
+        "dropped_utterances",
+    }
     assert row["wer"] <= 100 and row["utt_per_s"] > 0 and row["audio_s_per_s"] > 0
     predictions = [json.loads(line) for line in (out / "predictions" / "epoch_1.jsonl").read_text().splitlines()]
     assert len(predictions) == len(trainer_fixtures.VAL_TRANSCRIPTS)
@@ -274,7 +305,9 @@ def test_run_stop_is_logged_before_the_checkpoint_is_written(data_dir, tmp_path,
 def test_resumed_run_equals_an_unbroken_run(data_dir, tmp_path, capsys):
     assert run(data_dir, tmp_path / "whole", *LEARNS, "epochs=3", "target_wer=0") == train.EXIT_SUCCESS
     assert run(data_dir, tmp_path / "split", *LEARNS, "epochs=1", "target_wer=0") == train.EXIT_SUCCESS
-    assert run(data_dir, tmp_path / "split", *LEARNS, "epochs=3", "target_wer=0", flags=["--resume"]) == train.EXIT_SUCCESS
+    assert (
+        run(data_dir, tmp_path / "split", *LEARNS, "epochs=3", "target_wer=0", flags=["--resume"]) == train.EXIT_SUCCESS
+    )
     keys = ("epoch", "train_loss", "wer", "wer_per_utterance_mean", "cer", "lr", "dropped_utterances")
     whole = [{k: m[k] for k in keys} for m in metrics_of(tmp_path / "whole")]
     split = [{k: m[k] for k in keys} for m in metrics_of(tmp_path / "split")]

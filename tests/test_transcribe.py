@@ -108,7 +108,9 @@ def test_missing_checkpoint_exits_2(tiny, tmp_path, capsys):
 
 
 def test_help_says_only_greedy_decoding():
-    out = subprocess.run([sys.executable, "-m", "pytorch.transcribe", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pytorch.transcribe", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "greedy" in out and "--checkpoint" in out
 
 
@@ -119,11 +121,26 @@ def test_same_transcript_as_evaluate(tmp_path, capsys):
     prepare(data_dir, ["dev-clean"], p, jobs=1)
     write_checkpoint(tmp_path / "ckpt.pt", p, seed=3)
     predictions = tmp_path / "pred.jsonl"
-    assert evaluate.main(["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-dir", str(data_dir),
-                          "--split", "dev-clean", "--predictions", str(predictions)]) == 0  # fmt: skip
+    assert (
+        evaluate.main(
+            [
+                "--checkpoint",
+                str(tmp_path / "ckpt.pt"),
+                "--data-dir",
+                str(data_dir),
+                "--split",
+                "dev-clean",
+                "--predictions",
+                str(predictions),
+            ]
+        )
+        == 0
+    )
     rows = {r["id"]: r for r in loader.read_manifest(loader.manifest_path(data_dir, "dev-clean"))}
     capsys.readouterr()
-    hypotheses = {json.loads(line)["id"]: json.loads(line)["hypothesis"] for line in predictions.read_text().splitlines()}
+    hypotheses = {
+        json.loads(line)["id"]: json.loads(line)["hypothesis"] for line in predictions.read_text().splitlines()
+    }
     assert any(hypotheses.values()), "all hypotheses empty: the comparison below would prove nothing"
     audio = [str(data_dir / rows[uid]["audio"]) for uid in sorted(rows)]
     assert main(["--checkpoint", str(tmp_path / "ckpt.pt"), *audio]) == 0
@@ -144,6 +161,9 @@ def test_audio_too_short_for_the_convolutions_keeps_its_true_length(tiny, tmp_pa
     model, p = load_model(ckpt, "cpu")
     seen = []
     real_forward = model.forward
-    model.forward = lambda feats, lengths: (seen.append((feats.shape[2], int(lengths[0]))), real_forward(feats, lengths))[1]
+    model.forward = lambda feats, lengths: (
+        seen.append((feats.shape[2], int(lengths[0]))),
+        real_forward(feats, lengths),
+    )[1]
     assert module.transcribe(model, p, module.features_of(short, p), "cpu") == ""
     assert seen == [(31, 21)]

@@ -63,7 +63,9 @@ def test_flipped_byte_in_feature_shard(ds, capsys):
 
 def test_deleted_utterance(ds, capsys):
     trans = ds / CHAPTER / "100-1000.trans.txt"
-    trans.write_text("".join(line for line in trans.read_text().splitlines(True) if not line.startswith("100-1000-0002 ")))
+    trans.write_text(
+        "".join(line for line in trans.read_text().splitlines(True) if not line.startswith("100-1000-0002 "))
+    )
     (ds / CHAPTER / "100-1000-0002.flac").unlink()
     code, out = _run(ds, capsys)
     assert code == 1
@@ -89,7 +91,9 @@ def test_edited_transcript(ds, capsys):
 def test_non_ascii_transcript_is_a_named_problem(ds, capsys):
     _set_transcript(ds, 1, "STRAßE")
     code, out = _run(ds, capsys)
-    assert code == 1 and f"bad transcript: utterance 100-1000-0001 ({CHAPTER}/100-1000.trans.txt:2): character 'ß'" in out
+    assert (
+        code == 1 and f"bad transcript: utterance 100-1000-0001 ({CHAPTER}/100-1000.trans.txt:2): character 'ß'" in out
+    )
     assert out.rstrip().endswith("Dataset Checksum Failed.")
 
 
@@ -114,12 +118,15 @@ def _replace_line(path: Path, number: int, edit) -> None:
     path.write_bytes(b"".join(lines))
 
 
-@pytest.mark.parametrize("edit,problem", [
-    (lambda line: line.replace(b'"transcript": "', b'"transcript": "\xff', 1), "not UTF-8 (byte 0xff"),
-    (lambda line: re.sub(rb'"frames": (\d+)', rb'"frames": "\1"', line), "'frames' is str"),
-    (lambda line: b"[1, 2]\n", "a JSON list, not an object"),
-    (lambda line: b"{\n", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "edit,problem",
+    [
+        (lambda line: line.replace(b'"transcript": "', b'"transcript": "\xff', 1), "not UTF-8 (byte 0xff"),
+        (lambda line: re.sub(rb'"frames": (\d+)', rb'"frames": "\1"', line), "'frames' is str"),
+        (lambda line: b"[1, 2]\n", "a JSON list, not an object"),
+        (lambda line: b"{\n", "not JSON"),
+    ],
+)
 def test_malformed_manifest_row_is_named_not_a_traceback(ds, capsys, edit, problem):
     _replace_line(ds / "manifests/test-other.jsonl", 2, edit)
     code, out = _run(ds, capsys)
@@ -145,8 +152,12 @@ def test_official_count_checked_when_the_official_archive_was_recorded(ds, capsy
 
 def test_digest_is_the_sha256sum_of_sorted_audio_and_transcript_lines(ds, template):
     lines = sorted(
-        (line for f in sorted((ds / "checksums").glob("*.sha256")) for line in f.read_text().splitlines(True)
-         if line.split("  ", 1)[1].startswith("LibriSpeech/")),
+        (
+            line
+            for f in sorted((ds / "checksums").glob("*.sha256"))
+            for line in f.read_text().splitlines(True)
+            if line.split("  ", 1)[1].startswith("LibriSpeech/")
+        ),
         key=lambda line: line.split("  ", 1)[1],
     )
     report = ver.verify(ds)
@@ -157,11 +168,17 @@ def test_digest_is_the_sha256sum_of_sorted_audio_and_transcript_lines(ds, templa
 
 
 def test_shell_wrapper(ds):
-    result = subprocess.run([str(REPO / "verify_dataset.sh"), "--data-dir", str(ds), "--jobs", "1"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(REPO / "verify_dataset.sh"), "--data-dir", str(ds), "--jobs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and "Dataset Checksum Passed." in result.stdout
     (ds / "checksums/dev-clean.sha256").unlink()
-    result = subprocess.run([str(REPO / "verify_dataset.sh"), "--data-dir", str(ds)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(REPO / "verify_dataset.sh"), "--data-dir", str(ds)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1 and "missing: checksums/dev-clean.sha256" in result.stdout
 
 

@@ -33,12 +33,18 @@ def write_split(data_dir: Path, split: str, subset: str, transcripts, copies: in
     for n in range(copies * len(transcripts)):
         transcript = transcripts[n % len(transcripts)]
         utt = utterance_frames(transcript, p.n_features, rng)
-        rows.append({
-            "id": f"100-{len(split)}-{n:04d}", "subset": subset,
-            "duration": round((len(utt) - 1) * p.hop_length / p.sample_rate, 3), "frames": len(utt),
-            "transcript": transcript, "audio": f"LibriSpeech/{subset}/100/{len(split)}/100-{len(split)}-{n:04d}.flac",
-            "features": f"features/{subset}/100-{len(split)}.npy", "offset": offset,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": f"100-{len(split)}-{n:04d}",
+                "subset": subset,
+                "duration": round((len(utt) - 1) * p.hop_length / p.sample_rate, 3),
+                "frames": len(utt),
+                "transcript": transcript,
+                "audio": f"LibriSpeech/{subset}/100/{len(split)}/100-{len(split)}-{n:04d}.flac",
+                "features": f"features/{subset}/100-{len(split)}.npy",
+                "offset": offset,
+            }
+        )
         frames.append(utt)
         offset += len(utt)
     shard = data_dir / "features" / subset / f"100-{len(split)}.npy"
@@ -51,7 +57,9 @@ def write_split(data_dir: Path, split: str, subset: str, transcripts, copies: in
     return rows
 
 
-def write_dataset(data_dir: Path, p: params.Params | None = None, train_copies: int = 2, val_copies: int = 1, seed: int = 0) -> Path:
+def write_dataset(
+    data_dir: Path, p: params.Params | None = None, train_copies: int = 2, val_copies: int = 1, seed: int = 0
+) -> Path:
     """data_dir with features/features.json, train and val manifests and their shards."""
     p = p or params.make({"preset": "tiny"})
     data_dir = Path(data_dir)
