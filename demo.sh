@@ -56,14 +56,14 @@ stage_start "synthesise $TRAIN training + $DEV held-out utterances -> $CORPUS"
 if [[ -f $CORPUS/md5sum.txt ]]; then
   echo "corpus already there (delete $CORPUS to remake it)"
 else
-  data/synthesize.sh --out "$CORPUS" --subsets "train-clean-100:$TRAIN,dev-clean:$DEV" --seed 1 --jobs "$JOBS"
+  synthetic/synthesize.sh --out "$CORPUS" --subsets "train-clean-100:$TRAIN,dev-clean:$DEV" --seed 1 --jobs "$JOBS"
 fi
 stage_end synthesise
 
 stage_start "serve $CORPUS on a loopback mirror"
 PORT_FILE=$DIR/mirror.port
 rm -f "$PORT_FILE"
-"$PY" -m data.mirror --root "$CORPUS" --port-file "$PORT_FILE" &
+"$PY" -m synthetic.mirror --root "$CORPUS" --port-file "$PORT_FILE" &
 MIRROR_PID=$!
 trap 'kill "$MIRROR_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [[ -s $PORT_FILE ]] && break; sleep 0.1; done

@@ -42,14 +42,14 @@ def cpu_seconds() -> float:
 def make_corpus(root: Path, utterances: int, seconds: tuple[float, float], seed: int) -> str:
     """Write the corpus under root/LibriSpeech/dev-clean; returns a description of its audio."""
     try:
-        from data import synthesize  # written by another engineer; speech is the realistic input
+        from synthetic import corpus as synthesize  # written by another engineer; speech is the realistic input
     except ImportError:
         synthesize = None
     if synthesize is not None:
         for archive in synthesize.synthesize(root / "archives", {SUBSET: utterances}, seed, 2):
             with tarfile.open(archive) as tar:
                 tar.extractall(root, filter="data")
-        return "espeak-ng speech (data.synthesize)"
+        return "espeak-ng speech (synthetic.corpus)"
     rng = np.random.default_rng(seed)
     for start in range(0, utterances, PER_CHAPTER):
         speaker, chapter = 1 + start // (PER_CHAPTER * 4), start // PER_CHAPTER
@@ -68,7 +68,7 @@ def make_corpus(root: Path, utterances: int, seconds: tuple[float, float], seed:
             sf.write(chapter_dir / f"{uid}.flac", audio.astype(np.float32), 16000, subtype="PCM_16")
             lines.append(f"{uid} A SYNTHETIC UTTERANCE\n")
         (chapter_dir / f"{speaker}-{chapter}.trans.txt").write_text("".join(lines))
-    return "tone+noise FLACs (data.synthesize not available)"
+    return "tone+noise FLACs (synthetic.corpus not available)"
 
 
 def measure(methods: dict, repeats: int) -> dict[str, dict]:

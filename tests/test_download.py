@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from data import download
-from data import mirror as mirror_module
-from data.mirror import Mirror
+from synthetic import mirror as mirror_module
+from synthetic.mirror import Mirror
 from tests import pipeline_fixtures as fx
 
 REPO = Path(__file__).resolve().parent.parent
@@ -394,15 +394,15 @@ def test_wrapper_passes_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
-E2E_MODULES = ("data.synthesize", "data.prepare", "data.verify")
+E2E_MODULES = ("synthetic.corpus", "data.prepare", "data.verify")
 
 
 @pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in E2E_MODULES),
-    reason="needs data.synthesize, data.prepare and data.verify",
+    reason="needs synthetic.corpus, data.prepare and data.verify",
 )
 def test_end_to_end_synthesize_serve_download_verify(tmp_path):
-    from data.synthesize import synthesize
+    from synthetic.corpus import synthesize
 
     www, data = tmp_path / "www", tmp_path / "data"
     synthesize(www, {"train-clean-100": 6, "dev-clean": 3}, seed=1, jobs=2)

@@ -1,4 +1,4 @@
-"""data.mirror: byte ranges, fault injection, request log and the CLI."""
+"""synthetic.mirror: byte ranges, fault injection, request log and the CLI."""
 
 import http.client
 import signal
@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from data.mirror import Mirror, parse_range
+from synthetic.mirror import Mirror, parse_range
 
 BODY = bytes(range(256)) * 40  # 10,240 bytes, every offset distinguishable mod 256
 
@@ -106,7 +106,7 @@ def test_cli_serves_until_sigterm(tmp_path):
     (tmp_path / "a.bin").write_bytes(BODY)
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "data.mirror", "--root", str(tmp_path), "--port-file", str(port_file)],
+        [sys.executable, "-m", "synthetic.mirror", "--root", str(tmp_path), "--port-file", str(port_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -129,5 +129,7 @@ def test_cli_serves_until_sigterm(tmp_path):
 
 
 def test_cli_help():
-    result = subprocess.run([sys.executable, "-m", "data.mirror", "--help"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "synthetic.mirror", "--help"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0 and "--port-file" in result.stdout

@@ -13,9 +13,9 @@ import pytest
 import soundfile
 
 from data import labels
-from data import synthesize as synthesize_module
-from data.sentences import sentences, split_for_subset
-from data.synthesize import SynthesisError, synthesize
+from synthetic import corpus as synthesize_module
+from synthetic.corpus import SynthesisError, synthesize
+from synthetic.sentences import pool_for_subset, sentences
 
 COUNTS = {"dev-clean": 4, "train-clean-100": 6}
 
@@ -35,7 +35,7 @@ def members(archive: Path) -> dict[str, bytes]:
 
 def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "data.synthesize", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "synthetic.corpus", *args], capture_output=True, text=True, env=env, timeout=60
     )
 
 
@@ -134,9 +134,9 @@ def test_sentences_are_deterministic_and_prefix_stable():
 
 
 def test_subset_names_map_to_splits():
-    assert [split_for_subset(s) for s in ("train-other-500", "dev-clean", "test-other")] == ["train", "dev", "test"]
+    assert [pool_for_subset(s) for s in ("train-other-500", "dev-clean", "test-other")] == ["train", "dev", "test"]
     with pytest.raises(ValueError, match="validation"):
-        split_for_subset("validation")
+        pool_for_subset("validation")
 
 
 @pytest.mark.parametrize(
@@ -171,6 +171,6 @@ def test_cli_missing_espeak(tmp_path):
 def test_cli_help_and_shell_wrapper():
     result = run_cli("--help")
     assert result.returncode == 0 and "--subsets" in result.stdout
-    script = Path(__file__).resolve().parents[1] / "data" / "synthesize.sh"
+    script = Path(__file__).resolve().parents[1] / "synthetic" / "synthesize.sh"
     wrapped = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert wrapped.returncode == 0 and wrapped.stdout == result.stdout

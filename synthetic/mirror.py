@@ -10,7 +10,7 @@ is recorded as (method, path, Range header, status).
         requests.get(m.url + "/dev-clean.tar.gz")
         m.requests                              # [Request("GET", "/dev-clean.tar.gz", None, 503), ...]
 
-CLI: `python -m data.mirror --root DIR [--port N] [--port-file F]` prints its URL and serves until
+CLI: `python -m synthetic.mirror --root DIR [--port N] [--port-file F]` prints its URL and serves until
 SIGTERM or SIGINT.
 """
 
@@ -261,7 +261,7 @@ def _raise_exit(signum, _frame):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m data.mirror",
+        prog="python -m synthetic.mirror",
         description="Serve a directory over HTTP (with byte ranges) on the loopback interface, "
         "as a local stand-in for the LibriSpeech mirror. Runs until SIGTERM or SIGINT.",
     )

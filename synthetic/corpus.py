@@ -30,7 +30,7 @@ import soxr
 from data.files import replacing, write_atomically
 from data.librispeech import SAMPLE_RATE, SUBSETS, archive_name
 from data.progress import progress_bar
-from data.sentences import sentences, split_for_subset
+from synthetic.sentences import pool_for_subset, sentences
 
 ESPEAK = "espeak-ng"
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
@@ -108,16 +108,16 @@ def plan_subset(subset: str, texts: list[str], seed: int) -> list[Chapter]:
 
 
 def plan(counts: dict[str, int], seed: int) -> dict[str, list[Chapter]]:
-    """Subsets sharing a split draw one sentence list and take consecutive slices of it
+    """Subsets sharing a sentence pool draw one sentence list and take consecutive slices of it
     (in data.librispeech.SUBSETS order), so e.g. train-clean-100 and train-clean-360 never repeat
     each other's sentences."""
-    by_split: dict[str, list[str]] = {}
+    by_pool: dict[str, list[str]] = {}
     for subset in SUBSETS:
         if subset in counts:
-            by_split.setdefault(split_for_subset(subset), []).append(subset)
+            by_pool.setdefault(pool_for_subset(subset), []).append(subset)
     plans = {}
-    for split, subsets in by_split.items():
-        texts = sentences(split, sum(counts[s] for s in subsets), seed)
+    for pool, subsets in by_pool.items():
+        texts = sentences(pool, sum(counts[s] for s in subsets), seed)
         for subset in subsets:
             plans[subset], texts = plan_subset(subset, texts[: counts[subset]], seed), texts[counts[subset] :]
     return {subset: plans[subset] for subset in counts}
@@ -323,10 +323,10 @@ def _non_negative(text: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m data.synthesize",
+        prog="python -m synthetic.corpus",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Synthesise a LibriSpeech-format corpus (tar.gz archives + md5sum.txt) with espeak-ng.",
-        epilog="Example: python -m data.synthesize --out /tmp/corpus --subsets train-clean-100:2000,dev-clean:200",
+        epilog="Example: python -m synthetic.corpus --out /tmp/corpus --subsets train-clean-100:2000,dev-clean:200",
     )
     parser.add_argument("--out", required=True, type=Path, help="directory for <subset>.tar.gz and md5sum.txt")
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Sentences for the synthetic corpus: a small template grammar over a few hundred common words.
 
-Every sentence belongs to exactly one split, decided by a hash of its text alone (not of the seed),
+Every sentence belongs to exactly one pool, decided by a hash of its text alone (not of the seed),
 so a dev or test sentence can never occur in train, whatever seeds or counts are asked for.
 Transcripts hold only the 28 non-blank labels: A-Z, apostrophe and space, upper case.
 """
@@ -8,7 +8,7 @@ Transcripts hold only the 28 non-blank labels: A-Z, apostrophe and space, upper 
 import hashlib
 import random
 
-SPLITS = ("train", "dev", "test")
+POOLS = ("train", "dev", "test")
 _SUBSET_PREFIXES = {"train-": "train", "dev-": "dev", "test-": "test"}
 
 # --- the vocabulary ---------------------------------------------------------------------------
@@ -184,45 +184,45 @@ _WEIGHTS = [w for _, w in TEMPLATES]
 
 
 def draw(rng: random.Random) -> str:
-    """One sentence of MIN_WORDS..MAX_WORDS words, from any split."""
+    """One sentence of MIN_WORDS..MAX_WORDS words, from any pool."""
     while True:
         words = rng.choices(_FUNCTIONS, _WEIGHTS)[0](rng)
         if MIN_WORDS <= len(words) <= MAX_WORDS:
             return " ".join(words)
 
 
-def split_of(sentence: str) -> str:
-    """The split a sentence belongs to: a fixed hash of its text, 90% train, 5% dev, 5% test."""
+def pool_of(sentence: str) -> str:
+    """The pool a sentence belongs to: a fixed hash of its text, 90% train, 5% dev, 5% test."""
     bucket = int.from_bytes(hashlib.blake2b(sentence.encode(), digest_size=8, person=b"ds2-split").digest(), "big") % 20
     return "dev" if bucket == 0 else "test" if bucket == 1 else "train"
 
 
-def split_for_subset(subset: str) -> str:
-    """LibriSpeech subset name -> sentence split: train-* -> train, dev-* -> dev, test-* -> test."""
-    for prefix, split in _SUBSET_PREFIXES.items():
+def pool_for_subset(subset: str) -> str:
+    """LibriSpeech subset name -> sentence pool: train-* -> train, dev-* -> dev, test-* -> test."""
+    for prefix, pool in _SUBSET_PREFIXES.items():
         if subset.startswith(prefix):
-            return split
+            return pool
     raise ValueError(f"subset {subset!r}: its name must start with one of {', '.join(_SUBSET_PREFIXES)}")
 
 
-def sentences(split: str, count: int, seed: int) -> list[str]:
-    """`count` distinct sentences of `split`, deterministic for (split, count, seed).
+def sentences(pool: str, count: int, seed: int) -> list[str]:
+    """`count` distinct sentences of `pool`, deterministic for (pool, count, seed).
 
     A shorter list is a prefix of a longer one with the same seed, so callers can slice one draw.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split {split!r}: must be one of {', '.join(SPLITS)}")
+    if pool not in POOLS:
+        raise ValueError(f"pool {pool!r}: must be one of {', '.join(POOLS)}")
     if count < 0:
         raise ValueError(f"count {count}: must be >= 0")
-    rng = random.Random(f"sentences:{split}:{seed}")
+    rng = random.Random(f"sentences:{pool}:{seed}")
     chosen: dict[str, None] = {}
     budget = 100 * count + 10_000  # the grammar holds millions; running out means a broken grammar
     for _ in range(budget):
         if len(chosen) == count:
             break
         sentence = draw(rng)
-        if split_of(sentence) == split:
+        if pool_of(sentence) == pool:
             chosen.setdefault(sentence)
     if len(chosen) < count:
-        raise ValueError(f"only {len(chosen)} distinct {split} sentences found after {budget} draws; asked for {count}")
+        raise ValueError(f"only {len(chosen)} distinct {pool} sentences found after {budget} draws; asked for {count}")
     return list(chosen)

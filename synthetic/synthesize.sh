@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Synthesise a LibriSpeech-format corpus with espeak-ng: see `data/synthesize.sh --help`.
+# Synthesise a LibriSpeech-format corpus with espeak-ng: see `synthetic/synthesize.sh --help`.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # DS2_PYTHON (set in the Docker image) wins over a .venv that a host may have left in the mounted repo.
 PY=${DS2_PYTHON:-$HERE/.venv/bin/python}
 [[ -x $PY ]] || command -v "$PY" >/dev/null || PY=python3
-# -P: never import a data/ folder from the caller's directory; the package is installed.
-exec "$PY" -P -m data.synthesize "$@"
+# -P: never import a synthetic/ or data/ folder from the caller's directory; the package is installed.
+exec "$PY" -P -m synthetic.corpus "$@"
