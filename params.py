@@ -12,51 +12,161 @@ import dataclasses
 import difflib
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass
 
 import presets
+from exit_status import UsageError
+
+# The groups of knobs, in the order params.py lists them.
+FEATURES, MODEL, OPTIMIZER, SCHEDULE, BATCH, PRECISION, DATA, RUN = GROUPS = (
+    "features", "model", "optimizer", "schedule", "batch", "precision", "data", "run"
+)  # fmt: skip
+# The benchmark's rules: a fixed knob defines the benchmark (a valid run keeps its default); a
+# tunable one is the submitter's to choose (README "What a submitter may tune"); a run knob is chosen
+# per run and is not a hyperparameter.
+FIXED, TUNABLE, PER_RUN = "fixed", "tunable", "run"
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a file-name stem: no directory, no '..'
 
 
 @dataclass(frozen=True)
+class Knob:
+    """What params.py knows of a parameter besides its default: everything else derives from it."""
+
+    group: str
+    help: str
+    rule: str = TUNABLE
+    choices: tuple = ()
+    low: float | None = None  # inclusive, unless low_open
+    high: float | None = None  # inclusive
+    low_open: bool = False
+    pattern: str = ""  # a str value must match it whole
+    when: tuple[str, object] | None = None  # (knob, value): only then does this knob matter
+
+
+def knob(default, group: str, help: str, **kwargs):
+    return dataclasses.field(default=default, metadata={"knob": Knob(group, help, **kwargs)})
+
+
+# fmt: off  (one knob per line, aligned as a table)
+@dataclass(frozen=True)
 class Params:
     # --- audio features (download_dataset.sh prepares them; training checks they match) ---
-    sample_rate: int = 16000  # Hz; LibriSpeech is 16 kHz
-    window_size: float = 0.02  # s; STFT window = FFT length (320 samples -> 161 bins)
-    window_stride: float = 0.01  # s; STFT hop (160 samples)
-    window: str = "hamming"  # STFT window function
-    feature: str = "spectrogram"  # spectrogram: log1p |STFT| (the reference code); mfcc: its README's claim
-    n_mels: int = 40  # mel bands under the cepstrum (feature=mfcc only)
-    n_mfcc: int = 13  # cepstral coefficients kept (feature=mfcc only)
-    # --- model: DeepSpeech2 as the reference lists it ---
-    conv_channels: int = 32  # output channels of both conv layers
-    rnn_type: str = "gru"  # recurrent cell of every layer of the stack
-    hidden_size: int = 2560  # units per recurrent layer (and per direction)
-    hidden_layers: int = 3  # recurrent layers in the stack
-    bidirectional: bool = True  # both directions, summed (every later layer keeps hidden_size inputs)
-    # --- optimisation ---
-    optimizer: str = "sgd"  # sgd: SGD with Nesterov momentum (the reference) | adamw
-    lr: float = 1e-4  # base learning rate (of the global batch)
-    momentum: float = 0.9  # SGD momentum (Nesterov); AdamW beta1
-    weight_decay: float = 0.0  # L2 (sgd) or decoupled (adamw) weight decay
-    max_norm: float = 400.0  # clip the global gradient norm to this (0: no clipping)
-    lr_schedule: str = (
-        "anneal"  # anneal: lr /= learning_anneal after every epoch | onecycle: warm-up then cosine decay per step
+    sample_rate: int = knob(16000, FEATURES, "Hz; LibriSpeech is 16 kHz", rule=FIXED, low=1000, high=192000)
+    window_size: float = knob(
+        0.02,
+        FEATURES,
+        "s; STFT window = FFT length (320 samples -> 161 bins)",
+        rule=FIXED,
+        low=0.0,
+        high=1.0,
+        low_open=True,
     )
-    learning_anneal: float = 1.1  # divisor of the lr after every epoch (lr_schedule=anneal)
-    warmup_fraction: float = 0.15  # share of all steps spent warming up (lr_schedule=onecycle)
-    batch_size: int = 8  # global batch: utterances per optimiser step, over all processes
-    gradient_accumulation_steps: int = 1  # micro-batches per process per step; batch_size must divide evenly
-    epochs: int = 10  # passes over the training set at most
-    target_wer: float = 23.0  # stop once the validation corpus WER (%) is at or below this
-    seed: int = 1  # seeds torch, numpy and python's random; the reference's run_and_time.sh used 1
-    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast for convs, RNNs and head; CTC stays fp32
+    window_stride: float = knob(
+        0.01, FEATURES, "s; STFT hop (160 samples)", rule=FIXED, low=0.0, high=1.0, low_open=True
+    )
+    window: str = knob(
+        "hamming", FEATURES, "STFT window function", rule=FIXED, choices=("hamming", "hann", "blackman", "bartlett")
+    )
+    feature: str = knob(
+        "spectrogram",
+        FEATURES,
+        "spectrogram: log1p |STFT| (the reference code); mfcc: its README's claim",
+        rule=FIXED,
+        choices=("spectrogram", "mfcc"),
+    )
+    n_mels: int = knob(
+        40, FEATURES, "mel bands under the cepstrum", rule=FIXED, low=1, high=512, when=("feature", "mfcc")
+    )
+    n_mfcc: int = knob(
+        13, FEATURES, "cepstral coefficients kept", rule=FIXED, low=1, high=512, when=("feature", "mfcc")
+    )
+    # --- model: DeepSpeech2 as the reference lists it ---
+    conv_channels: int = knob(32, MODEL, "output channels of both conv layers", rule=FIXED, low=1, high=4096)
+    rnn_type: str = knob(
+        "gru", MODEL, "recurrent cell of every layer of the stack", rule=FIXED, choices=("gru", "lstm", "rnn")
+    )
+    hidden_size: int = knob(2560, MODEL, "units per recurrent layer (and per direction)", rule=FIXED, low=1, high=16384)
+    hidden_layers: int = knob(3, MODEL, "recurrent layers in the stack", rule=FIXED, low=1, high=64)
+    bidirectional: bool = knob(
+        True, MODEL, "both directions, summed (every later layer keeps hidden_size inputs)", rule=FIXED
+    )
+    # --- optimisation ---
+    optimizer: str = knob(
+        "sgd", OPTIMIZER, "sgd: SGD with Nesterov momentum (the reference) | adamw", choices=("sgd", "adamw")
+    )
+    lr: float = knob(1e-4, OPTIMIZER, "base learning rate (of the global batch)", low=0.0, high=10.0, low_open=True)
+    momentum: float = knob(0.9, OPTIMIZER, "SGD momentum (Nesterov); AdamW beta1; below 1", low=0.0, high=1.0)
+    weight_decay: float = knob(0.0, OPTIMIZER, "L2 (sgd) or decoupled (adamw) weight decay", low=0.0, high=1.0)
+    max_norm: float = knob(
+        400.0, OPTIMIZER, "clip the global gradient norm to this (0: no clipping)", low=0.0, high=1e9
+    )
+    lr_schedule: str = knob(
+        "anneal",
+        SCHEDULE,
+        "anneal: lr /= learning_anneal after every epoch | onecycle: warm-up then cosine decay per step",
+        choices=("anneal", "onecycle"),
+    )
+    learning_anneal: float = knob(
+        1.1, SCHEDULE, "divisor of the lr after every epoch", low=1.0, high=100.0, when=("lr_schedule", "anneal")
+    )
+    warmup_fraction: float = knob(
+        0.15, SCHEDULE, "share of all steps spent warming up", low=0.0, high=1.0, when=("lr_schedule", "onecycle")
+    )
+    epochs: int = knob(10, SCHEDULE, "passes over the training set at most", rule=FIXED, low=1, high=10000)
+    target_wer: float = knob(
+        23.0, SCHEDULE, "stop once the validation corpus WER (%) is at or below this", rule=FIXED, low=0.0, high=100.0
+    )
+    batch_size: int = knob(
+        8, BATCH, "global batch: utterances per optimiser step, over all processes", low=1, high=1 << 20
+    )
+    gradient_accumulation_steps: int = knob(
+        1, BATCH, "micro-batches per process per step; batch_size must divide evenly", low=1, high=1 << 20
+    )
+    precision: str = knob(
+        "fp32",
+        PRECISION,
+        "fp32 | bf16 | fp16 autocast for convs, RNNs and head; CTC stays fp32",
+        choices=("fp32", "bf16", "fp16"),
+    )
     # --- data ---
-    train_manifest: str = "train"  # manifests/<name>.jsonl trained on (train = the 3 train subsets)
-    val_manifest: str = "val"  # manifests/<name>.jsonl evaluated after each epoch (val = dev-clean + dev-other)
-    max_duration: float = 0.0  # s; skip longer training utterances (0: keep all, as the reference)
-    shuffle_batches: bool = False  # False: length order every epoch (the reference); True: seeded shuffle of batches
-    num_workers: int = 2  # DataLoader worker processes
-    preset: str = ""  # named preset from presets/ applied under command-line overrides ("" = none)
+    train_manifest: str = knob(
+        "train",
+        DATA,
+        "manifests/<name>.jsonl trained on (train = the 3 train subsets)",
+        rule=FIXED,
+        pattern=NAME_PATTERN,
+    )
+    val_manifest: str = knob(
+        "val",
+        DATA,
+        "manifests/<name>.jsonl evaluated after each epoch (val = dev-clean + dev-other)",
+        rule=FIXED,
+        pattern=NAME_PATTERN,
+    )
+    max_duration: float = knob(
+        0.0, DATA, "s; skip longer training utterances (0: keep all, as the reference)", low=0.0, high=1e6
+    )
+    shuffle_batches: bool = knob(
+        False, DATA, "False: length order every epoch (the reference); True: seeded shuffle of batches"
+    )
+    num_workers: int = knob(2, DATA, "DataLoader worker processes", low=0, high=256)
+    # --- the run ---
+    seed: int = knob(
+        1,
+        RUN,
+        "seeds torch, numpy and python's random; the reference's run_and_time.sh used 1",
+        rule=PER_RUN,
+        low=0,
+        high=2**32 - 1,
+    )
+    preset: str = knob(
+        "",
+        RUN,
+        'named preset from presets/ applied under command-line overrides ("" = none)',
+        rule=PER_RUN,
+        pattern=f"|{NAME_PATTERN}",
+    )
 
     @property
     def n_fft(self) -> int:
@@ -71,57 +181,37 @@ class Params:
         """Feature bins per frame: n_fft // 2 + 1 for the spectrogram, n_mfcc for MFCCs."""
         return self.n_fft // 2 + 1 if self.feature == "spectrogram" else self.n_mfcc
 
+    def applies(self, name: str) -> bool:
+        """Whether knob `name` matters under the other knobs' values (n_mfcc only for feature=mfcc, ...)."""
+        when = KNOBS[name].when
+        return when is None or getattr(self, when[0]) == when[1]
+
+    def group(self, group: str) -> dict:
+        """{name: value} of the knobs of one group that apply."""
+        return {name: getattr(self, name) for name, k in KNOBS.items() if k.group == group and self.applies(name)}
+
     def feature_config(self) -> dict:
         """The knobs that define the stored features; a prepared dataset records these."""
-        keys = ["feature", "sample_rate", "window_size", "window_stride", "window"]
-        if self.feature == "mfcc":
-            keys += ["n_mels", "n_mfcc"]
-        return {k: getattr(self, k) for k in keys} | {"n_features": self.n_features}
+        return self.group(FEATURES) | {"n_features": self.n_features}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "window": ("hamming", "hann", "blackman", "bartlett"),
-    "feature": ("spectrogram", "mfcc"),
-    "rnn_type": ("gru", "lstm", "rnn"),
-    "optimizer": ("sgd", "adamw"),
-    "lr_schedule": ("anneal", "onecycle"),
-    "precision": ("fp32", "bf16", "fp16"),
-}
-
-# name -> (lowest, highest, lowest is allowed)
-RANGES = {
-    "sample_rate": (1000, 192000, True),
-    "window_size": (0.0, 1.0, False),
-    "window_stride": (0.0, 1.0, False),
-    "n_mels": (1, 512, True),
-    "n_mfcc": (1, 512, True),
-    "conv_channels": (1, 4096, True),
-    "hidden_size": (1, 16384, True),
-    "hidden_layers": (1, 64, True),
-    "lr": (0.0, 10.0, False),
-    "momentum": (0.0, 1.0, True),
-    "weight_decay": (0.0, 1.0, True),
-    "max_norm": (0.0, 1e9, True),
-    "learning_anneal": (1.0, 100.0, True),
-    "warmup_fraction": (0.0, 1.0, True),
-    "batch_size": (1, 1 << 20, True),
-    "gradient_accumulation_steps": (1, 1 << 20, True),
-    "epochs": (1, 10000, True),
-    "target_wer": (0.0, 100.0, True),
-    "seed": (0, 2**32 - 1, True),
-    "max_duration": (0.0, 1e6, True),
-    "num_workers": (0, 256, True),
-}
-
-
-class ParamError(ValueError):
-    """A wrong parameter name, type, range or combination."""
+# fmt: on
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Params)}
+KNOBS: dict[str, Knob] = {name: f.metadata["knob"] for name, f in FIELDS.items()}
+
+
+def choices(name: str) -> tuple:
+    """The allowed values of a knob (for command-line options that take the same values)."""
+    return KNOBS[name].choices
+
+
+class ParamError(UsageError, ValueError):
+    """A wrong parameter name, type, range or combination (exit status 2)."""
 
 
 def available_presets() -> list[str]:
@@ -157,22 +247,28 @@ def _convert(name: str, text: str):
         raise ParamError(f"{name}={text!r}: expected a value of type {kind.__name__}") from None
 
 
+def _check_knob(name: str, value) -> None:
+    """The value's type, choices, range and pattern, as its Knob says."""
+    k, kind = KNOBS[name], FIELDS[name].type
+    numeric = kind in (int, float)
+    wrong_type = isinstance(value, bool) != (kind is bool) or (
+        not isinstance(value, (int, float)) if numeric else not isinstance(value, kind)
+    )
+    if wrong_type or (kind is int and not isinstance(value, int)):
+        raise ParamError(f"{name}={value!r}: expected a value of type {kind.__name__}")
+    if k.choices and value not in k.choices:
+        raise ParamError(f"{name}={value!r}: must be one of {', '.join(map(str, k.choices))}")
+    if k.pattern and not re.fullmatch(k.pattern, value):
+        raise ParamError(f"{name}={value!r}: must be a plain name (letters, digits, '_', '.', '-'; no directory)")
+    if numeric and k.low is not None:
+        above_low = value > k.low if k.low_open else value >= k.low
+        if not above_low or value > k.high or value != value:
+            raise ParamError(f"{name}={value!r}: out of range {'(' if k.low_open else '['}{k.low}, {k.high}]")
+
+
 def _check(p: Params) -> None:
-    for name, options in CHOICES.items():
-        if getattr(p, name) not in options:
-            raise ParamError(f"{name}={getattr(p, name)!r}: must be one of {', '.join(options)}")
-    for name, (low, high, low_ok) in RANGES.items():
-        value = getattr(p, name)
-        kind = FIELDS[name].type
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or (kind is int and not isinstance(value, int))
-        ):
-            raise ParamError(f"{name}={value!r}: expected a value of type {kind.__name__}")
-        if not (value >= low if low_ok else value > low) or value > high or value != value:
-            bound = "[" if low_ok else "("
-            raise ParamError(f"{name}={value!r}: out of range {bound}{low}, {high}]")
+    for name in FIELDS:
+        _check_knob(name, getattr(p, name))
     for name in ("window_size", "window_stride"):
         samples = getattr(p, name) * p.sample_rate
         if abs(samples - round(samples)) > 1e-6:
@@ -199,17 +295,16 @@ def make(overrides: dict | None = None) -> Params:
         if name not in FIELDS:
             raise ParamError(_unknown(name))
     preset = overrides.get("preset", "")
+    if preset:
+        _check_knob("preset", preset)
     values = (load_preset(preset) if preset else {}) | overrides
-    try:
-        p = Params(**values)
-    except TypeError as err:  # pragma: no cover - names are checked above
-        raise ParamError(str(err)) from None
+    p = Params(**values)
     _check(p)
     return p
 
 
 def parse(args: list[str]) -> Params:
-    """Params from command-line words `key=value`."""
+    """Params from command-line words `key=value`; a name given twice is an error (which would win?)."""
     overrides = {}
     for arg in args:
         if "=" not in arg:
@@ -218,6 +313,8 @@ def parse(args: list[str]) -> Params:
         name = name.strip()
         if name not in FIELDS:
             raise ParamError(_unknown(name))
+        if name in overrides:
+            raise ParamError(f"{name}: given twice ({name}={overrides[name]!r} and {arg!r}); give each parameter once")
         overrides[name] = _convert(name, text)
     return make(overrides)
 
@@ -229,10 +326,13 @@ def _unknown(name: str) -> str:
 
 
 def describe(p: Params) -> str:
-    """One line per parameter, marking those that differ from the default."""
+    """One line per parameter, grouped, marking those that differ from the default."""
     lines = []
-    for name, field in FIELDS.items():
-        value = getattr(p, name)
-        mark = "" if value == field.default else "   (default " + repr(field.default) + ")"
-        lines.append(f"  {name:28s} = {value!r}{mark}")
+    for group in GROUPS:
+        lines.append(f"  [{group}]")
+        for name, k in KNOBS.items():
+            if k.group == group:
+                value, default = getattr(p, name), FIELDS[name].default
+                mark = "" if value == default else f"   (default {default!r})"
+                lines.append(f"  {name:28s} = {value!r}{mark}")
     return "\n".join(lines)

@@ -107,7 +107,9 @@ def parse_args(argv):
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per grid point (default 1)")
     parser.add_argument("--iterations", type=int, default=5, help="timed steps per grid point (default 5)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast dtype (default fp32)")
+    parser.add_argument(
+        "--precision", choices=params.choices("precision"), default="fp32", help="autocast dtype (default fp32)"
+    )
     parser.add_argument("--checkpoint", help="take weights and parameters from this checkpoint (no key=value then)")
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"

@@ -17,20 +17,7 @@ from data.files import replacing
 
 # Parameters that change the model's tensors or the features it reads: a checkpoint made with other
 # values cannot be resumed. Optimisation knobs (lr, epochs, ...) may change between segments.
-MODEL_PARAMS = (
-    "feature",
-    "sample_rate",
-    "window_size",
-    "window_stride",
-    "window",
-    "n_mels",
-    "n_mfcc",
-    "conv_channels",
-    "rnn_type",
-    "hidden_size",
-    "hidden_layers",
-    "bidirectional",
-)
+MODEL_PARAMS = tuple(name for name, k in params.KNOBS.items() if k.group in (params.FEATURES, params.MODEL))
 FORMAT = 1
 
 

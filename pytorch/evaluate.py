@@ -110,7 +110,7 @@ def parse_args(argv):
         "--predictions", type=Path, metavar="FILE.jsonl", help="write id, reference, hypothesis per utterance"
     )
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16", "fp16"), help="autocast (default: the checkpoint's; fp16 needs CUDA)"
+        "--precision", choices=params.choices("precision"), help="autocast (default: the checkpoint's; fp16 needs CUDA)"
     )
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"

@@ -78,7 +78,7 @@ def parse_args(argv):
     parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt written by training")
     parser.add_argument("audio", nargs="+", type=Path, metavar="AUDIO", help="audio files to transcribe")
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16", "fp16"), help="autocast (default: the checkpoint's; fp16 needs CUDA)"
+        "--precision", choices=params.choices("precision"), help="autocast (default: the checkpoint's; fp16 needs CUDA)"
     )
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"

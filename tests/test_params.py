@@ -43,6 +43,10 @@ def test_mfcc_features():
         (["batch_size=6", "gradient_accumulation_steps=4"], "batch_size=6: must be divisible"),
         (["lr"], "'lr': parameters are given as key=value"),
         (["feature=mfcc", "n_mfcc=50"], "n_mfcc=50: must not exceed n_mels=40"),
+        (["lr=1e-3", "lr=2e-3"], "lr: given twice (lr=0.001 and 'lr=2e-3')"),
+        (["train_manifest=../../etc/passwd"], "train_manifest='../../etc/passwd': must be a plain name"),
+        (["val_manifest=/abs/val"], "val_manifest='/abs/val': must be a plain name"),
+        (["preset=../demo"], "preset='../demo': must be a plain name"),
     ],
 )
 def test_bad_params_name_the_parameter(args, message):
@@ -54,6 +58,27 @@ def test_bad_params_name_the_parameter(args, message):
 def test_every_preset_is_valid():
     for name in params.available_presets():
         params.parse([f"preset={name}"])
+
+
+def test_every_knob_says_its_group_rule_and_help():
+    for name, knob in params.KNOBS.items():
+        assert knob.group in params.GROUPS and knob.rule in (params.FIXED, params.TUNABLE, params.PER_RUN), name
+        assert knob.help, name
+        if knob.when is not None:
+            assert knob.when[0] in params.KNOBS, name
+
+
+def test_feature_config_is_the_features_group_that_applies():
+    assert set(params.make().feature_config()) == {
+        "sample_rate", "window_size", "window_stride", "window", "feature", "n_features"
+    }  # fmt: skip
+    assert {"n_mels", "n_mfcc"} <= set(params.parse(["feature=mfcc"]).feature_config())
+
+
+def test_bad_parameters_are_usage_errors():
+    from exit_status import UsageError
+
+    assert issubclass(params.ParamError, UsageError)
 
 
 def test_describe_marks_changes():
