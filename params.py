@@ -19,9 +19,17 @@ import presets
 from exit_status import UsageError
 
 # The groups of knobs, in the order params.py lists them.
-FEATURES, MODEL, OPTIMIZER, SCHEDULE, BATCH, PRECISION, DATA, RUN = GROUPS = (
-    "features", "model", "optimizer", "schedule", "batch", "precision", "data", "run"
-)  # fmt: skip
+FEATURES, MODEL, OPTIMIZER, SCHEDULE, BATCH, PRECISION, DATA, AUGMENTATION, RUN = GROUPS = (
+    "features",
+    "model",
+    "optimizer",
+    "schedule",
+    "batch",
+    "precision",
+    "data",
+    "augmentation",
+    "run",
+)
 # The benchmark's rules: a fixed knob defines the benchmark (a valid run keeps its default); a
 # tunable one is the submitter's to choose (README "What a submitter may tune"); a run knob is chosen
 # per run and is not a hyperparameter.
@@ -37,33 +45,30 @@ class Knob:
     help: str
     rule: str = TUNABLE
     choices: tuple = ()
-    low: float | None = None  # inclusive, unless low_open
-    high: float | None = None  # inclusive
+    range: tuple[float, float] | None = None  # [low, high], inclusive unless low_open
     low_open: bool = False
     pattern: str = ""  # a str value must match it whole
-    when: tuple[str, object] | None = None  # (knob, value): only then does this knob matter
+    when: tuple[str, object] | None = None  # (knob, value): this knob matters only then
 
 
 def knob(default, group: str, help: str, **kwargs):
     return dataclasses.field(default=default, metadata={"knob": Knob(group, help, **kwargs)})
 
 
-# fmt: off  (one knob per line, aligned as a table)
 @dataclass(frozen=True)
 class Params:
     # --- audio features (download_dataset.sh prepares them; training checks they match) ---
-    sample_rate: int = knob(16000, FEATURES, "Hz; LibriSpeech is 16 kHz", rule=FIXED, low=1000, high=192000)
+    sample_rate: int = knob(16000, FEATURES, "Hz; LibriSpeech is 16 kHz", rule=FIXED, range=(1000, 192000))
     window_size: float = knob(
         0.02,
         FEATURES,
         "s; STFT window = FFT length (320 samples -> 161 bins)",
         rule=FIXED,
-        low=0.0,
-        high=1.0,
+        range=(0.0, 1.0),
         low_open=True,
     )
     window_stride: float = knob(
-        0.01, FEATURES, "s; STFT hop (160 samples)", rule=FIXED, low=0.0, high=1.0, low_open=True
+        0.01, FEATURES, "s; STFT hop (160 samples)", rule=FIXED, range=(0.0, 1.0), low_open=True
     )
     window: str = knob(
         "hamming", FEATURES, "STFT window function", rule=FIXED, choices=("hamming", "hann", "blackman", "bartlett")
@@ -71,63 +76,60 @@ class Params:
     feature: str = knob(
         "spectrogram",
         FEATURES,
-        "spectrogram: log1p |STFT| (the reference code); mfcc: its README's claim",
+        "spectrogram: log1p |STFT| (the reference code); mfcc: its README",
         rule=FIXED,
         choices=("spectrogram", "mfcc"),
     )
     n_mels: int = knob(
-        40, FEATURES, "mel bands under the cepstrum", rule=FIXED, low=1, high=512, when=("feature", "mfcc")
+        40, FEATURES, "mel bands under the cepstrum", rule=FIXED, range=(1, 512), when=("feature", "mfcc")
     )
-    n_mfcc: int = knob(
-        13, FEATURES, "cepstral coefficients kept", rule=FIXED, low=1, high=512, when=("feature", "mfcc")
-    )
+    n_mfcc: int = knob(13, FEATURES, "cepstral coefficients kept", rule=FIXED, range=(1, 512), when=("feature", "mfcc"))
     # --- model: DeepSpeech2 as the reference lists it ---
-    conv_channels: int = knob(32, MODEL, "output channels of both conv layers", rule=FIXED, low=1, high=4096)
-    rnn_type: str = knob(
-        "gru", MODEL, "recurrent cell of every layer of the stack", rule=FIXED, choices=("gru", "lstm", "rnn")
-    )
-    hidden_size: int = knob(2560, MODEL, "units per recurrent layer (and per direction)", rule=FIXED, low=1, high=16384)
-    hidden_layers: int = knob(3, MODEL, "recurrent layers in the stack", rule=FIXED, low=1, high=64)
+    conv_channels: int = knob(32, MODEL, "output channels of both conv layers", rule=FIXED, range=(1, 4096))
+    rnn_type: str = knob("gru", MODEL, "recurrent cell of every layer", rule=FIXED, choices=("gru", "lstm", "rnn"))
+    hidden_size: int = knob(2560, MODEL, "units per recurrent layer (and per direction)", rule=FIXED, range=(1, 16384))
+    hidden_layers: int = knob(3, MODEL, "recurrent layers in the stack", rule=FIXED, range=(1, 64))
     bidirectional: bool = knob(
-        True, MODEL, "both directions, summed (every later layer keeps hidden_size inputs)", rule=FIXED
+        True, MODEL, "both directions, summed (later layers keep hidden_size inputs)", rule=FIXED
     )
     # --- optimisation ---
     optimizer: str = knob(
         "sgd", OPTIMIZER, "sgd: SGD with Nesterov momentum (the reference) | adamw", choices=("sgd", "adamw")
     )
-    lr: float = knob(1e-4, OPTIMIZER, "base learning rate (of the global batch)", low=0.0, high=10.0, low_open=True)
-    momentum: float = knob(0.9, OPTIMIZER, "SGD momentum (Nesterov); AdamW beta1; below 1", low=0.0, high=1.0)
-    weight_decay: float = knob(0.0, OPTIMIZER, "L2 (sgd) or decoupled (adamw) weight decay", low=0.0, high=1.0)
-    max_norm: float = knob(
-        400.0, OPTIMIZER, "clip the global gradient norm to this (0: no clipping)", low=0.0, high=1e9
-    )
+    lr: float = knob(1e-4, OPTIMIZER, "base learning rate (of the global batch)", range=(0.0, 10.0), low_open=True)
+    momentum: float = knob(0.9, OPTIMIZER, "SGD momentum (Nesterov); AdamW beta1; below 1", range=(0.0, 1.0))
+    weight_decay: float = knob(0.0, OPTIMIZER, "L2 (sgd) or decoupled (adamw) weight decay", range=(0.0, 1.0))
+    max_norm: float = knob(400.0, OPTIMIZER, "clip the global gradient norm to this (0: no clipping)", range=(0.0, 1e9))
     lr_schedule: str = knob(
         "anneal",
         SCHEDULE,
-        "anneal: lr /= learning_anneal after every epoch | onecycle: warm-up then cosine decay per step",
+        "anneal: lr /= learning_anneal every epoch | onecycle: warm-up, then cosine decay per step",
         choices=("anneal", "onecycle"),
     )
     learning_anneal: float = knob(
-        1.1, SCHEDULE, "divisor of the lr after every epoch", low=1.0, high=100.0, when=("lr_schedule", "anneal")
+        1.1, SCHEDULE, "divisor of the lr after every epoch", range=(1.0, 100.0), when=("lr_schedule", "anneal")
     )
     warmup_fraction: float = knob(
-        0.15, SCHEDULE, "share of all steps spent warming up", low=0.0, high=1.0, when=("lr_schedule", "onecycle")
+        0.15, SCHEDULE, "share of all steps spent warming up", range=(0.0, 1.0), when=("lr_schedule", "onecycle")
     )
-    epochs: int = knob(10, SCHEDULE, "passes over the training set at most", rule=FIXED, low=1, high=10000)
+    epochs: int = knob(10, SCHEDULE, "passes over the training set at most", rule=FIXED, range=(1, 10000))
     target_wer: float = knob(
-        23.0, SCHEDULE, "stop once the validation corpus WER (%) is at or below this", rule=FIXED, low=0.0, high=100.0
+        23.0, SCHEDULE, "stop once the validation corpus WER (%) is at or below this", rule=FIXED, range=(0.0, 100.0)
     )
     batch_size: int = knob(
-        8, BATCH, "global batch: utterances per optimiser step, over all processes", low=1, high=1 << 20
+        8, BATCH, "global batch: utterances per optimiser step, over all processes", range=(1, 1 << 20)
     )
     gradient_accumulation_steps: int = knob(
-        1, BATCH, "micro-batches per process per step; batch_size must divide evenly", low=1, high=1 << 20
+        1, BATCH, "micro-batches per process per step (batch_size divides evenly)", range=(1, 1 << 20)
     )
     precision: str = knob(
         "fp32",
         PRECISION,
-        "fp32 | bf16 | fp16 autocast for convs, RNNs and head; CTC stays fp32",
+        "fp32 | bf16 | fp16 for convs, RNNs and head; CTC stays fp32",
         choices=("fp32", "bf16", "fp16"),
+    )
+    fp32_math: str = knob(
+        "ieee", PRECISION, "CUDA fp32 matmuls, convolutions and RNNs: ieee (true fp32) | tf32", choices=("ieee", "tf32")
     )
     # --- data ---
     train_manifest: str = knob(
@@ -140,30 +142,45 @@ class Params:
     val_manifest: str = knob(
         "val",
         DATA,
-        "manifests/<name>.jsonl evaluated after each epoch (val = dev-clean + dev-other)",
+        "manifests/<name>.jsonl evaluated every epoch (dev-clean + dev-other)",
         rule=FIXED,
         pattern=NAME_PATTERN,
     )
     max_duration: float = knob(
-        0.0, DATA, "s; skip longer training utterances (0: keep all, as the reference)", low=0.0, high=1e6
+        0.0, DATA, "s; skip longer training utterances (0: keep all, as the reference)", range=(0.0, 1e6)
     )
     shuffle_batches: bool = knob(
         False, DATA, "False: length order every epoch (the reference); True: seeded shuffle of batches"
     )
-    num_workers: int = knob(2, DATA, "DataLoader worker processes", low=0, high=256)
+    num_workers: int = knob(2, DATA, "DataLoader worker processes", range=(0, 256))
+    # --- augmentation of training utterances (never of evaluation), per (seed, epoch, utterance) ---
+    tempo_perturb: bool = knob(False, AUGMENTATION, "random tempo change (the reference: sox tempo)")
+    tempo_low: float = knob(0.85, AUGMENTATION, "lowest tempo factor", range=(0.5, 2.0), when=("tempo_perturb", True))
+    tempo_high: float = knob(1.15, AUGMENTATION, "highest tempo factor", range=(0.5, 2.0), when=("tempo_perturb", True))
+    gain_perturb: bool = knob(False, AUGMENTATION, "random gain (the reference: sox gain)")
+    gain_low_db: float = knob(-6.0, AUGMENTATION, "lowest gain (dB)", range=(-60.0, 60.0), when=("gain_perturb", True))
+    gain_high_db: float = knob(8.0, AUGMENTATION, "highest gain (dB)", range=(-60.0, 60.0), when=("gain_perturb", True))
+    spec_augment: bool = knob(False, AUGMENTATION, "SpecAugment frequency and time masks")
+    freq_masks: int = knob(2, AUGMENTATION, "frequency masks per utterance", range=(0, 16), when=("spec_augment", True))
+    freq_mask_width: int = knob(
+        27, AUGMENTATION, "widest frequency mask (bins)", range=(0, 1024), when=("spec_augment", True)
+    )
+    time_masks: int = knob(2, AUGMENTATION, "time masks per utterance", range=(0, 64), when=("spec_augment", True))
+    time_mask_width: int = knob(
+        100, AUGMENTATION, "widest time mask (frames)", range=(0, 100000), when=("spec_augment", True)
+    )
     # --- the run ---
     seed: int = knob(
         1,
         RUN,
         "seeds torch, numpy and python's random; the reference's run_and_time.sh used 1",
         rule=PER_RUN,
-        low=0,
-        high=2**32 - 1,
+        range=(0, 2**32 - 1),
     )
     preset: str = knob(
         "",
         RUN,
-        'named preset from presets/ applied under command-line overrides ("" = none)',
+        "named preset from presets/ applied under command-line overrides ('' = none)",
         rule=PER_RUN,
         pattern=f"|{NAME_PATTERN}",
     )
@@ -196,9 +213,6 @@ class Params:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# fmt: on
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Params)}
@@ -260,10 +274,10 @@ def _check_knob(name: str, value) -> None:
         raise ParamError(f"{name}={value!r}: must be one of {', '.join(map(str, k.choices))}")
     if k.pattern and not re.fullmatch(k.pattern, value):
         raise ParamError(f"{name}={value!r}: must be a plain name (letters, digits, '_', '.', '-'; no directory)")
-    if numeric and k.low is not None:
-        above_low = value > k.low if k.low_open else value >= k.low
-        if not above_low or value > k.high or value != value:
-            raise ParamError(f"{name}={value!r}: out of range {'(' if k.low_open else '['}{k.low}, {k.high}]")
+    if numeric and k.range is not None:
+        low, high = k.range
+        if not (value > low if k.low_open else value >= low) or value > high or value != value:
+            raise ParamError(f"{name}={value!r}: out of range {'(' if k.low_open else '['}{low}, {high}]")
 
 
 def _check(p: Params) -> None:
