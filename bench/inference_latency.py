@@ -18,13 +18,12 @@ import time
 import numpy as np
 import torch
 
+import exit_status
 import params
 from data.features import frame_count
-from pytorch import results
-from pytorch.checkpoint import CheckpointError
-from pytorch.evaluate import load_model
-from pytorch.model import MIN_FRAMES, DeepSpeech2
-from pytorch.train import autocast
+from pytorch import precision, results
+from pytorch.inference import load_model
+from pytorch.model import DeepSpeech2
 
 PERCENTILES = (50, 90, 95, 99)
 COLUMNS = ["model", "batch", "duration (s)", "avg (ms)"] + [f"p{q} (ms)" for q in PERCENTILES] + ["utt/s", "audio-s/s"]
@@ -35,15 +34,15 @@ def frames_for(duration: float, p: params.Params) -> int:
     return frame_count(round(duration * p.sample_rate), p)
 
 
-def time_forward(
-    model, p, batch: int, duration: float, device, warmup: int, iterations: int, precision: str
-) -> list[float]:
-    """Seconds per forward pass of a (batch, n_features, frames) input, `iterations` times after `warmup`."""
+def time_forward(model, p, batch: int, duration: float, device, warmup: int, iterations: int) -> list[float]:
+    """Seconds per forward pass of a (batch, n_features, frames) input, `iterations` times after `warmup`.
+
+    The model computes in its own precision (p.precision; pytorch.precision)."""
     frames = frames_for(duration, p)
     features = torch.randn(batch, p.n_features, frames, device=device)
-    lengths = torch.full((batch,), frames, dtype=torch.long, device=device)
+    lengths = torch.full((batch,), frames, dtype=torch.long)
     times = []
-    with torch.inference_mode(), autocast(dataclasses.replace(p, precision=precision), torch.device(device)):
+    with torch.inference_mode():
         for step in range(warmup + iterations):
             _sync(device)
             start = time.perf_counter()
@@ -108,7 +107,7 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per grid point (default 1)")
     parser.add_argument("--iterations", type=int, default=5, help="timed steps per grid point (default 5)")
     parser.add_argument(
-        "--precision", choices=params.choices("precision"), default="fp32", help="autocast dtype (default fp32)"
+        "--precision", choices=params.choices("precision"), default="fp32", help="the model's precision (default fp32)"
     )
     parser.add_argument("--checkpoint", help="take weights and parameters from this checkpoint (no key=value then)")
     parser.add_argument(
@@ -132,10 +131,11 @@ def parse_args(argv):
 def build_model(args):
     """(model in eval mode on args.device, its Params, a label for the table)."""
     if args.checkpoint:
-        model, p = load_model(args.checkpoint, args.device)
+        model, p = load_model(args.checkpoint, args.device, args.precision)
         return model, p, os.path.basename(args.checkpoint)
     words = args.overrides if any(w.startswith("preset=") for w in args.overrides) else ["preset=demo", *args.overrides]
-    p = params.parse(words)
+    p = dataclasses.replace(params.parse(words), precision=args.precision)
+    precision.check(p.precision, torch.device(args.device))
     torch.manual_seed(p.seed)
     return DeepSpeech2(p).to(args.device).eval(), p, " ".join(words)
 
@@ -144,19 +144,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        model, p, label = build_model(args)
-    except (params.ParamError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    too_short = [d for d in args.durations if frames_for(d, p) < MIN_FRAMES]
-    if too_short:
-        print(
-            f"error: --durations {too_short}: the model needs at least {MIN_FRAMES} frames "
-            f"({(MIN_FRAMES - 1) * p.hop_length / p.sample_rate:g} s)",
-            file=sys.stderr,
-        )
-        return 2
+    return exit_status.run(lambda: run(args))
+
+
+def run(args) -> None:
+    model, p, label = build_model(args)
     n_params = sum(t.numel() for t in model.parameters())
     print(
         f"device {args.device}, {torch.get_num_threads()} threads, precision {args.precision}, "
@@ -165,13 +157,13 @@ def main(argv=None) -> int:
     rows = []
     for duration in args.durations:
         for batch in args.batch_sizes:
-            times = time_forward(model, p, batch, duration, args.device, args.warmup, args.iterations, args.precision)
+            times = time_forward(model, p, batch, duration, args.device, args.warmup, args.iterations)
             rows.append(summarise(label, batch, duration, times))
             print(f"  batch {batch:3d} x {duration:g} s: {rows[-1]['avg_ms']:.1f} ms", flush=True)
     if args.full:
-        full_p = params.make()
+        full_p = params.make({"precision": args.precision})
         full = DeepSpeech2(full_p).to(args.device).eval()
-        times = time_forward(full, full_p, 1, 2.0, args.device, 0, 1, args.precision)
+        times = time_forward(full, full_p, 1, 2.0, args.device, 0, 1)
         rows.append(summarise("full size (defaults)", 1, 2.0, times))
     print(markdown_table(rows))
     if args.json:
@@ -182,7 +174,6 @@ def main(argv=None) -> int:
             "parameters": n_params,
         }
         results.write_json(args.json, {**setup, "params": p.to_dict(), "rows": rows})
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Training-step throughput of a configuration on this machine, next to what its GEMMs can do.
 
 A step is the trainer's own (pytorch.train.train_step: forward, CTC, backward, clipping, optimiser)
-on a synthetic batch of p.batch_size random utterances of --utt-seconds each. Printed: step time,
-utt/s, audio-s/s, the model's achieved GFLOP/s (counted analytically) and torch.mm's GFLOP/s
+on a synthetic batch of p.batch_size random utterances of --utt-seconds each (loader.Batch.synthetic).
+Printed: step time, utt/s, audio-s/s, the model's achieved GFLOP/s (counted analytically) and torch.mm's GFLOP/s
 measured in the same run, and their ratio (efficiency).
 
-    python -m bench.train_step preset=demo                    # the demo (bf16)
-    python -m bench.train_step preset=demo precision=fp32 --steps 5
+    python -m bench.train_step preset=demo                    # the demo (fp32)
+    python -m bench.train_step preset=demo precision=bf16 --steps 5
 """
 
 import argparse
@@ -15,12 +15,12 @@ import time
 
 import torch
 
+import exit_status
 import params
-from pytorch import train
+from pytorch import distributed, loader, train
 from pytorch.model import CONV1, CONV2, DeepSpeech2, conv_frequencies, output_lengths
 
 GATES = {"gru": 3, "lstm": 4, "rnn": 1}
-CHARS_PER_SECOND = 15  # about LibriSpeech's speaking rate: transcripts of realistic length
 
 
 def forward_macs(p: params.Params, frames: int) -> int:
@@ -42,28 +42,17 @@ def forward_macs(p: params.Params, frames: int) -> int:
     return conv + rnn + head
 
 
-def synthetic_batch(p: params.Params, seconds: float, generator: torch.Generator):
-    """A collate()-shaped batch of p.batch_size random utterances of `seconds` each."""
-    frames = 1 + round(seconds * p.sample_rate) // p.hop_length
-    n = p.batch_size
-    labels = max(1, min(round(seconds * CHARS_PER_SECOND), int(output_lengths(torch.tensor([frames]))[0]) // 2))
-    features = torch.randn(n, p.n_features, frames, generator=generator)
-    targets = torch.randint(1, 29, (n * labels,), generator=generator)
-    return features, torch.full((n,), frames), targets, torch.full((n,), labels), [f"synthetic-{i}" for i in range(n)]
-
-
 def time_steps(p: params.Params, seconds: float, steps: int, budget_s: float) -> list[float]:
     """Seconds of each training step after one warm-up step; stops at `steps` or after budget_s."""
-    world = train.World(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    model = DeepSpeech2(p).to(world.device)
-    optimizer = train.make_optimizer(model, p)
-    scaler = torch.amp.GradScaler("cuda") if p.precision == "fp16" else None
-    batch = synthetic_batch(p, seconds, torch.Generator().manual_seed(p.seed))
+    world = distributed.single("cuda" if torch.cuda.is_available() else "cpu")
+    trainer = train.build_trainer(p, world, total_steps=steps + 1)
+    frames = 1 + round(seconds * p.sample_rate) // p.hop_length
+    batch = loader.Batch.synthetic(p.batch_size, p.n_features, frames, torch.Generator().manual_seed(p.seed))
     times, start_all = [], time.perf_counter()
     for step in range(steps + 1):
         sync(world.device)
         start = time.perf_counter()
-        train.train_step(model, optimizer, scaler, [batch], p.batch_size, p, world)
+        train.train_step(trainer, [batch], p.batch_size)
         sync(world.device)
         if step > 0:
             times.append(time.perf_counter() - start)
@@ -114,13 +103,11 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        p = params.parse(args.overrides)
-        train.check_precision(p.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    except params.ParamError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    torch.manual_seed(p.seed)
+    return exit_status.run(lambda: run(args))
+
+
+def run(args) -> None:
+    p = params.parse(args.overrides)
     frames = 1 + round(args.utt_seconds * p.sample_rate) // p.hop_length
     step_flops = 3 * 2 * forward_macs(p, frames) * p.batch_size  # x2 FLOPs per MAC, x3 forward + backward
     times = time_steps(p, args.utt_seconds, args.steps, args.seconds)
@@ -141,7 +128,6 @@ def main(argv=None) -> int:
     for name, dtype in dtypes:
         peak = gemm_gflops(dtype)
         print(f"torch.mm {name}: {peak:.2f} GFLOP/s   efficiency (achieved / mm): {achieved / peak:.1%}")
-    return 0
 
 
 if __name__ == "__main__":

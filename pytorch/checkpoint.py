@@ -1,12 +1,15 @@
 """Checkpoints that let a stopped run continue exactly: <results-dir>/checkpoints/{last,best}.pt.
 
 A checkpoint is a plain dict of tensors and Python primitives, so `torch.load(weights_only=True)`
-reads it (no pickled code). Model and optimiser state are saved from the unwrapped model, so a
-checkpoint written by one world size resumes in another.
+reads it (no pickled code is ever run: a checkpoint is data, wherever it came from). Model and
+optimiser state are saved from the unwrapped model, so a checkpoint written by one world size
+resumes in another. The run's progress is the trainer's RunState, stored as a plain dict.
 """
 
+import errno
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +17,15 @@ import torch
 
 import params
 from data.files import replacing
+from exit_status import Failure, describe_os_error
 
 # Parameters that change the model's tensors or the features it reads: a checkpoint made with other
 # values cannot be resumed. Optimisation knobs (lr, epochs, ...) may change between segments.
 MODEL_PARAMS = tuple(name for name, k in params.KNOBS.items() if k.group in (params.FEATURES, params.MODEL))
-FORMAT = 1
+FORMAT = 2  # 2: the progress is the trainer's RunState (format 1 held an untyped dict)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(Failure):
     """A checkpoint that is missing, unreadable or belongs to another model."""
 
 
@@ -29,20 +33,47 @@ def checkpoint_dir(results_dir: Path) -> Path:
     return Path(results_dir) / "checkpoints"
 
 
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files a killed run left in `directory` (.<name>.tmp.*); returns them."""
+    stale = sorted(Path(directory).glob(".*.tmp.*")) if Path(directory).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def save(path: Path, state: dict) -> None:
-    """torch.save to a temporary name in the same directory, then rename: never half-written."""
-    with replacing(path) as tmp:
-        torch.save(state, tmp)
+    """torch.save to a temporary name in the same directory, then rename: never half-written.
+
+    A full disk or a refused write is a Failure naming the file (torch reports a failed write as
+    `RuntimeError: ... unexpected pos ...`, which says neither where nor why).
+    """
+    try:
+        with replacing(path) as tmp:
+            torch.save(state, tmp)
+    except OSError as err:
+        raise Failure(f"cannot write the checkpoint: {describe_os_error(err, path)}") from None
+    except RuntimeError as err:
+        if shutil.disk_usage(Path(path).parent).free < (1 << 20):
+            reason = describe_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
+        else:
+            reason = f"{path}: {str(err).splitlines()[0]}"
+        raise Failure(f"cannot write the checkpoint: {reason}") from None
 
 
 def load(path: Path) -> dict:
+    """The checkpoint's dict; CheckpointError naming the file if it is missing, damaged or foreign."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint to resume from (run without --resume first)")
+        raise CheckpointError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file; all mean the same here
-        raise CheckpointError(f"{path}: cannot read checkpoint: {err}") from None
+        # Never pass on torch's advice to load with weights_only=False: that runs pickled code.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint of this trainer (damaged, or made by other code): "
+            f"{first.split('. ')[0]}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a checkpoint of this trainer (format {FORMAT})")
     return state
@@ -88,7 +119,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def snapshot(model, optimizer, scaler, p: params.Params, progress: dict) -> dict:
-    """Everything a resumed run needs. progress: epoch (completed), step, metrics, best_wer, ..."""
+    """Everything a resumed run needs. progress: the trainer's RunState as a plain dict."""
     return {
         "format": FORMAT,
         "model": model.state_dict(),
@@ -101,7 +132,7 @@ def snapshot(model, optimizer, scaler, p: params.Params, progress: dict) -> dict
 
 
 def restore(state: dict, model, optimizer, scaler) -> dict:
-    """Load a snapshot into model/optimiser/scaler and the RNGs; returns its progress dict."""
+    """Load a snapshot into model/optimiser/scaler and the RNGs; returns its progress (a plain dict)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state["scaler"] is not None:

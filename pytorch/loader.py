@@ -4,12 +4,19 @@ Batches are consecutive runs of the manifest (ascending duration), so each holds
 similar length and little padding; shuffling permutes only the ORDER of the batches. A global batch
 is cut into world_size * accumulation_steps contiguous micro-batches in one fixed order, so the
 same utterances meet in the same micro-batch whatever the mix of processes and accumulation steps.
+
+Everything per utterance that the training step needs is computed here, on the CPU, in the loader's
+worker processes: padded features, lengths, encoded transcripts, and which utterances CTC can align
+at all (a training batch leaves the others out and counts them), so the step never asks the GPU.
 """
 
+import functools
 import json
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,14 +24,22 @@ from torch.utils.data import DataLoader, Dataset
 
 from data import labels
 from data.manifest import FIELDS
+from exit_status import Failure
 from params import Params
+from pytorch.model import output_lengths
 
 OPEN_SHARDS = 256  # memory maps kept open per process; each holds a file descriptor
+CHARS_PER_SECOND = 15  # about LibriSpeech's speaking rate
 MIN_STD = 1e-5  # floor of the normalising std, so a silent (constant) utterance gives zeros, not NaN
 
 
-class LoaderError(ValueError):
+class LoaderError(Failure):
     """A missing or malformed manifest, feature file or feature config."""
+
+
+def default_data_dir() -> Path:
+    """$DS2_DATA_DIR, else LibriSpeech_dataset in the repo, wherever the command runs."""
+    return Path(os.environ.get("DS2_DATA_DIR") or Path(__file__).resolve().parents[1] / "LibriSpeech_dataset")
 
 
 def manifest_path(data_dir, name: str) -> Path:
@@ -84,6 +99,39 @@ def check_features(data_dir, p: Params) -> None:
         )
 
 
+class Manifest:
+    """A manifest's rows as columns (stand-in until data.dataset_dir owns it): duration, frames, offset,
+    shard (index into shards) as arrays; ids and transcripts by index."""
+
+    def __init__(self, rows: list[dict]):
+        self.shards = sorted({row["features"] for row in rows})
+        where = {name: i for i, name in enumerate(self.shards)}
+        self.duration = np.array([row["duration"] for row in rows], dtype=np.float64)
+        self.frames = np.array([row["frames"] for row in rows], dtype=np.int64)
+        self.offset = np.array([row["offset"] for row in rows], dtype=np.int64)
+        self.shard = np.array([where[row["features"]] for row in rows], dtype=np.int32)
+        self._rows = rows
+
+    @classmethod
+    def read(cls, path) -> "Manifest":
+        return cls(read_manifest(path))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def id(self, i: int) -> str:
+        return self._rows[i]["id"]
+
+    def transcript(self, i: int) -> str:
+        return self._rows[i]["transcript"]
+
+    def row(self, i: int) -> dict:
+        return dict(self._rows[i])
+
+    def select(self, indices) -> "Manifest":
+        return Manifest([self._rows[i] for i in indices])
+
+
 def filter_rows(rows: list[dict], max_duration: float) -> list[dict]:
     """Rows no longer than max_duration seconds (0: all rows), order kept."""
     if max_duration <= 0:
@@ -97,68 +145,103 @@ def normalise(features: torch.Tensor) -> torch.Tensor:
     return (features - features.mean()) / features.std().clamp(min=MIN_STD)
 
 
+class Utterance(NamedTuple):
+    features: torch.Tensor  # (F, T) float32, normalised
+    labels: torch.Tensor  # (L,) int64
+    id: str
+    transcript: str
+
+
 class UtteranceDataset(Dataset):
-    """Item i -> (features (F, T) float32, labels (L,) int64, id) of manifest row i.
+    """Key (i, epoch) -> Utterance of manifest row i (epoch: for the training augmentation's draws).
 
     Features are normalised by the utterance's single mean and std, as the reference did.
     Transcripts are encoded once here, so a bad character fails before training starts.
     """
 
-    def __init__(self, data_dir, rows: list[dict]):
+    def __init__(self, data_dir, manifest: Manifest):
         self.data_dir = Path(data_dir)
-        self.rows = rows
-        self.targets = [self._encode(row) for row in rows]
-        self._shards: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.manifest = manifest
+        encoded = [self._encode(i) for i in range(len(manifest))]
+        self.label_offsets = np.cumsum([0] + [len(e) for e in encoded]).astype(np.int64)
+        self.labels = np.array([x for e in encoded for x in e], dtype=np.int8)
+        self._shards: OrderedDict[int, np.ndarray] = OrderedDict()
         self._pid = os.getpid()
 
-    @staticmethod
-    def _encode(row: dict) -> list[int]:
+    def _encode(self, i: int) -> list[int]:
         try:
-            return labels.encode(row["transcript"])
+            return labels.encode(self.manifest.transcript(i))
         except labels.UnknownCharacter as err:
-            raise LoaderError(f"utterance {row['id']}: {err}") from None
+            raise LoaderError(f"utterance {self.manifest.id(i)}: {err}") from None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.manifest)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-        row = self.rows[i]
-        frames = self._frames(row)
+    def __getitem__(self, key: tuple[int, int | None]) -> Utterance:
+        i, _epoch = key
+        frames = self._frames(i)
         features = torch.from_numpy(np.ascontiguousarray(frames.T, dtype=np.float32))
-        return normalise(features), torch.tensor(self.targets[i], dtype=torch.long), row["id"]
+        start, end = self.label_offsets[i], self.label_offsets[i + 1]
+        encoded = torch.from_numpy(self.labels[start:end].astype(np.int64))
+        return Utterance(normalise(features), encoded, self.manifest.id(i), self.manifest.transcript(i))
 
-    def _frames(self, row: dict) -> np.ndarray:
+    def _frames(self, i: int) -> np.ndarray:
         """The utterance's (T, F) slice of its shard, checked against the manifest."""
-        shard = self._shard(row["features"])
-        start, count = row["offset"], row["frames"]
+        shard = self._shard(int(self.manifest.shard[i]))
+        start, count = int(self.manifest.offset[i]), int(self.manifest.frames[i])
         if shard.ndim != 2 or start + count > shard.shape[0] or count == 0:
+            relative = self.manifest.shards[self.manifest.shard[i]]
             raise LoaderError(
-                f"utterance {row['id']}: frames [{start}, {start + count}) not in {self.data_dir / row['features']} "
-                f"of shape {shard.shape}; the data is damaged or stale, run data.verify"
+                f"utterance {self.manifest.id(i)}: frames [{start}, {start + count}) not in "
+                f"{self.data_dir / relative} of shape {shard.shape}; the data is damaged or stale, run data.verify"
             )
         return shard[start : start + count]
 
-    def _shard(self, relative: str) -> np.ndarray:
+    def _shard(self, index: int) -> np.ndarray:
         """Memory-mapped shard, cached per process (a forked worker must not reuse its parent's maps)."""
         if self._pid != os.getpid():
             self._shards, self._pid = OrderedDict(), os.getpid()
-        shard = self._shards.get(relative)
+        shard = self._shards.get(index)
         if shard is None:
-            path = self.data_dir / relative
+            path = self.data_dir / self.manifest.shards[index]
             try:
                 shard = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as err:
                 raise LoaderError(f"{path}: cannot read feature shard ({err})") from None
-            self._shards[relative] = shard
+            self._shards[index] = shard
             if len(self._shards) > OPEN_SHARDS:
                 self._shards.popitem(last=False)
         else:
-            self._shards.move_to_end(relative)
+            self._shards.move_to_end(index)
         return shard
 
     def __getstate__(self) -> dict:
         # Workers open their own maps; pickling the open ones would copy whole shards.
         return self.__dict__ | {"_shards": OrderedDict()}
+
+
+@dataclass
+class Split:
+    """One manifest of the prepared dataset, ready to load."""
+
+    name: str
+    manifest: Manifest
+    dataset: UtteranceDataset
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+
+def open_split(data_dir, name: str, max_duration: float = 0.0) -> Split:
+    """manifests/<name>.jsonl as a Split, optionally without its utterances longer than max_duration s."""
+    path = manifest_path(data_dir, name)
+    manifest = Manifest.read(path)
+    if max_duration > 0:
+        manifest = manifest.select(np.flatnonzero(manifest.duration <= max_duration))
+    if len(manifest) == 0:
+        limit = f" of at most max_duration={max_duration} s" if max_duration > 0 else ""
+        raise LoaderError(f"{path}: no utterances{limit}")
+    return Split(name, manifest, UtteranceDataset(data_dir, manifest))
 
 
 def global_batches(n_rows: int, batch_size: int, shuffle: bool, seed: int, epoch: int) -> list[list[int]]:
@@ -176,74 +259,135 @@ def global_batches(n_rows: int, batch_size: int, shuffle: bool, seed: int, epoch
     return batches
 
 
+def split_evenly(global_batch: list[int], parts: int) -> list[list[int]]:
+    """`parts` contiguous parts whose sizes differ by at most one (larger ones first); some may be empty."""
+    size, extra = divmod(len(global_batch), parts)
+    bounds = [m * size + min(m, extra) for m in range(parts + 1)]
+    return [global_batch[bounds[m] : bounds[m + 1]] for m in range(parts)]
+
+
 def micro_batches(global_batch: list[int], world_size: int, accumulation_steps: int, rank: int) -> list[list[int]]:
     """This rank's micro-batch for each accumulation step.
 
-    The global batch is cut into world_size * accumulation_steps contiguous parts whose sizes
-    differ by at most one (larger ones first); step s of rank r takes part s * world_size + r.
-    Parts may be empty when the batch is smaller than the number of parts.
+    The global batch is cut into world_size * accumulation_steps parts (split_evenly); step s of
+    rank r takes part s * world_size + r. Parts may be empty when the batch is smaller than the
+    number of parts.
     """
     if world_size < 1 or accumulation_steps < 1 or not 0 <= rank < world_size:
         raise ValueError(
             f"world_size={world_size}, accumulation_steps={accumulation_steps}, rank={rank}: "
             "need world_size >= 1, accumulation_steps >= 1 and 0 <= rank < world_size"
         )
-    parts = world_size * accumulation_steps
-    size, extra = divmod(len(global_batch), parts)
-    bounds = [m * size + min(m, extra) for m in range(parts + 1)]
-    return [global_batch[bounds[m] : bounds[m + 1]] for m in (s * world_size + rank for s in range(accumulation_steps))]
+    parts = split_evenly(global_batch, world_size * accumulation_steps)
+    return [parts[s * world_size + rank] for s in range(accumulation_steps)]
 
 
-def collate(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """[(features (F, T_i), labels (L_i,), id)] -> (features (N, F, Tmax) zero-padded,
-    feature_lengths (N,), targets (sum L_i,), target_lengths (N,), ids).
+def min_ctc_frames(labels_: torch.Tensor) -> int:
+    """Fewest output frames CTC needs to emit this transcript: its length plus a blank between repeats."""
+    return len(labels_) + int((labels_[1:] == labels_[:-1]).sum())
 
-    An empty list gives N = 0 tensors (features (0, 0, 0)), for an empty tail micro-batch.
-    """
+
+@dataclass
+class Batch:
+    """A padded batch, as the model and CTC take it. Tensors on the CPU until the step moves them."""
+
+    features: torch.Tensor  # (N, F, T) float32, zero beyond each length
+    lengths: torch.Tensor  # (N,) int64 frames
+    targets: torch.Tensor  # (sum L,) int64: the transcripts' labels, concatenated
+    target_lengths: torch.Tensor  # (N,) int64
+    ids: list[str]
+    transcripts: list[str]
+    dropped: int = 0  # utterances left out because CTC cannot align them (training batches)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def pin_memory(self) -> "Batch":
+        """DataLoader(pin_memory=True) calls this: page-locked tensors copy to a GPU without a sync."""
+        tensors = {
+            name: getattr(self, name).pin_memory() for name in ("features", "lengths", "targets", "target_lengths")
+        }
+        return Batch(**tensors, ids=self.ids, transcripts=self.transcripts, dropped=self.dropped)
+
+    @classmethod
+    def empty(cls, dropped: int = 0) -> "Batch":
+        """No utterance (N = 0): a rank's share of a short tail batch, or all of it dropped."""
+        none = torch.zeros(0, dtype=torch.long)
+        return cls(torch.zeros(0, 0, 0), none, none.clone(), none.clone(), [], [], dropped)
+
+    @classmethod
+    def synthetic(cls, n: int, n_features: int, frames: int, generator: torch.Generator) -> "Batch":
+        """n random utterances of `frames` frames with transcripts of a realistic length (about 15
+        characters a second, as LibriSpeech's speakers), all alignable: for benchmarks and memory checks."""
+        out = int(output_lengths(torch.tensor([frames]))[0])
+        length = max(1, min(round(frames / 100 * CHARS_PER_SECOND), out // 2))
+        targets = torch.randint(1, len(labels.LABELS), (n * length,), generator=generator)
+        return cls(
+            torch.randn(n, n_features, frames, generator=generator),
+            torch.full((n,), frames),
+            targets,
+            torch.full((n,), length),
+            [f"synthetic-{i}" for i in range(n)],
+            ["" for _ in range(n)],
+        )
+
+
+def collate(items: list[Utterance], training: bool = False) -> Batch:
+    """Utterances -> Batch, zero-padded to the longest. training: leave out (and count) the
+    utterances whose output would be shorter than their transcript needs (CTC: infinite loss)."""
+    dropped = 0
+    if training:
+        alignable = [
+            u
+            for u in items
+            if int(output_lengths(torch.tensor(u.features.shape[1]))) >= max(1, min_ctc_frames(u.labels))
+        ]
+        dropped, items = len(items) - len(alignable), alignable
     if not items:
-        empty = torch.zeros(0, dtype=torch.long)
-        return torch.zeros(0, 0, 0), empty, empty, empty.clone(), []
-    features, targets, ids = zip(*items)
-    feature_lengths = torch.tensor([f.shape[1] for f in features], dtype=torch.long)
-    batch = torch.zeros(len(items), features[0].shape[0], int(feature_lengths.max()))
-    for n, f in enumerate(features):
-        batch[n, :, : f.shape[1]] = f
-    target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
-    return batch, feature_lengths, torch.cat(targets), target_lengths, list(ids)
+        return Batch.empty(dropped)
+    lengths = torch.tensor([u.features.shape[1] for u in items], dtype=torch.long)
+    features = torch.zeros(len(items), items[0].features.shape[0], int(lengths.max()))
+    for n, u in enumerate(items):
+        features[n, :, : u.features.shape[1]] = u.features
+    target_lengths = torch.tensor([len(u.labels) for u in items], dtype=torch.long)
+    targets = torch.cat([u.labels for u in items])
+    return Batch(
+        features, lengths, targets, target_lengths, [u.id for u in items], [u.transcript for u in items], dropped
+    )
 
 
 class BatchList:
-    """A batch sampler over fixed index lists; `set(batches)` replaces them between epochs.
+    """A batch sampler over fixed index lists; `set(batches, epoch)` replaces them between epochs.
 
-    DataLoader asks its batch sampler for a new iterator every epoch, so persistent workers
-    keep running while the batch order changes.
+    It yields keys (index, epoch) for the dataset. DataLoader asks its batch sampler for a new
+    iterator every epoch, so persistent workers keep running while the batch order changes.
     """
 
-    def __init__(self, batches: list[list[int]]):
-        self.batches = [list(b) for b in batches]
+    def __init__(self, batches: list[list[int]], epoch: int | None = None):
+        self.set(batches, epoch)
 
-    def set(self, batches: list[list[int]]) -> None:
-        self.batches = [list(b) for b in batches]
+    def set(self, batches: list[list[int]], epoch: int | None = None) -> None:
+        self.batches, self.epoch = [list(b) for b in batches], epoch
 
     def __iter__(self):
-        return iter(self.batches)
+        return iter([[(i, self.epoch) for i in batch] for batch in self.batches])
 
     def __len__(self) -> int:
         return len(self.batches)
 
 
 def make_loader(
-    dataset: Dataset, batches_for_this_rank: list[list[int]], num_workers: int, pin_memory: bool
+    dataset: UtteranceDataset, batches: list[list[int]], num_workers: int, pin_memory: bool, training: bool = False
 ) -> DataLoader:
-    """DataLoader yielding collate()d batches in the given order.
+    """DataLoader yielding Batches in the given order (training: unalignable utterances left out).
 
-    Change the batches of a later epoch with `loader.batch_sampler.set(batches)`.
+    Change the batches of a later epoch with `loader.batch_sampler.set(batches, epoch)`.
     Memory is pinned only when CUDA is available.
     """
     return DataLoader(
         dataset,
-        batch_sampler=BatchList(batches_for_this_rank),
-        collate_fn=collate,
+        batch_sampler=BatchList(batches),
+        collate_fn=functools.partial(collate, training=training),
         num_workers=num_workers,
         pin_memory=pin_memory and torch.cuda.is_available(),
         persistent_workers=num_workers > 0,

@@ -7,11 +7,14 @@ Differences from the reference, all about padded batches (the listing and parame
 - frames beyond a sample's length are zeroed after every block, and BatchNorm in training uses the
   statistics of valid frames only, so padding never changes a sample's result;
 - the backward direction reverses each sequence within its own length (no pack_padded_sequence, which
-  makes torch's CPU GRU 1.3-1.5x slower), so trailing padding never reaches a valid frame;
+  makes torch's CPU GRU 2.6-4x slower in training, measured), so trailing padding never reaches a valid frame;
 - forward() returns log-probabilities (float32) in training and inference: torch's CTCLoss needs them,
   and doing it inside forward keeps DistributedDataParallel's hooks on the one call the trainer makes.
   The reference applied log-softmax only at inference because warp-ctc took raw activations. Greedy
   decoding is unchanged (log-softmax is monotonic); `logits()` gives the raw activations.
+
+The model computes in p.precision by itself (pytorch.precision says what each precision means):
+callers never wrap it in autocast. Inputs shorter than the convolutions take are padded here too.
 """
 
 import torch
@@ -20,6 +23,8 @@ from torch.nn import functional as F
 
 from data.labels import LABELS
 from params import Params
+from pytorch import precision
+from pytorch.distributed import sum_over_ranks
 
 RNN_CLASSES = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 
@@ -77,15 +82,13 @@ def masked_batch_norm(
     count = mask.expand(x.shape[:1] + (1,) + x.shape[2:]).sum()
     total = (x * mask).sum(dims)
     if sync:
-        from torch.distributed.nn.functional import all_reduce
-
-        packed = all_reduce(torch.cat([total, count.reshape(1)]))
+        packed = sum_over_ranks(torch.cat([total, count.reshape(1)]))
         total, count = packed[:-1], packed[-1]
     mean = total / count.clamp(min=1)
     centred = x - mean.view(shape)
     squares = (centred.square() * mask).sum(dims)
     if sync:
-        squares = all_reduce(squares)
+        squares = sum_over_ranks(squares)
     var = squares / count.clamp(min=1)
     _update_running_stats(bn, mean.detach(), var.detach(), count)
     scale = torch.rsqrt(var + bn.eps)
@@ -123,25 +126,52 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 class BatchRNN(nn.Module):
     """One recurrent layer; bidirectional = a forward and a backward unidirectional RNN, summed.
 
-    Two unidirectional modules hold exactly the parameters of one bidirectional nn.GRU.
+    Two unidirectional modules hold exactly the parameters of one bidirectional nn.GRU. The layer
+    computes in `dtype` (its weights stay float32; see pytorch.precision.run_recurrent).
     """
 
-    def __init__(self, rnn_type: str, input_size: int, hidden_size: int, bidirectional: bool):
+    def __init__(self, rnn_type: str, input_size: int, hidden_size: int, bidirectional: bool, dtype: torch.dtype):
         super().__init__()
         rnn_class = RNN_CLASSES[rnn_type]
         self.fwd = rnn_class(input_size, hidden_size, bias=True)
         self.bwd = rnn_class(input_size, hidden_size, bias=True) if bidirectional else None
+        self.dtype = dtype
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (T, N, I), lengths (N,), mask (T, N, 1) float -> (T, N, H), zero beyond each length."""
-        out = self.fwd(x)[0]
+        """x (T, N, I), lengths (N,), mask (T, N, 1) float -> (T, N, H) in self.dtype, zero beyond each length."""
+        out = precision.run_recurrent(self.fwd, x, self.dtype)
         if self.bwd is not None:
-            backward = self.bwd(reverse_within_lengths(x, lengths))[0]
+            backward = precision.run_recurrent(self.bwd, reverse_within_lengths(x, lengths), self.dtype)
             out = out + reverse_within_lengths(backward, lengths)
         return out * mask.to(out.dtype)
 
     def extra_repr(self) -> str:
-        return "directions summed" if self.bwd is not None else ""
+        summed = ", directions summed" if self.bwd is not None else ""
+        return f"computes in {str(self.dtype).removeprefix('torch.')}{summed}"
+
+
+def probe_recurrent_dtype(p: Params, device: torch.device) -> torch.dtype:
+    """The dtype a recurrent layer of this model really computes in on `device` under p.precision.
+
+    One tiny layer of the model's own kind, run forward and backward as the model runs it (inside the
+    precision's autocast). PrecisionError naming the cause if the device cannot do it.
+    """
+    device = torch.device(device)
+    precision.check(p.precision, device)
+    layer = BatchRNN(p.rnn_type, 8, 8, p.bidirectional, precision.compute_dtype(p.precision)).to(device)
+    x = torch.randn(5, 2, 8, device=device, requires_grad=True)
+    lengths = torch.tensor([5, 3], device=device)
+    mask = frame_mask(lengths, 5).t()[:, :, None].float()
+    try:
+        with precision.autocast(p.precision, device.type):
+            out = layer(x, lengths, mask)
+        out.float().sum().backward()
+    except RuntimeError as err:
+        raise precision.PrecisionError(
+            f"precision={p.precision!r}: this {device.type} build of torch {torch.__version__} cannot run a "
+            f"{p.rnn_type.upper()} in {precision.compute_dtype(p.precision)} ({str(err).splitlines()[0]})"
+        ) from None
+    return out.dtype
 
 
 class DeepSpeech2(nn.Module):
@@ -161,7 +191,9 @@ class DeepSpeech2(nn.Module):
             nn.Hardtanh(0, 20, inplace=True),
         )
         sizes = [rnn_input] + [p.hidden_size] * (p.hidden_layers - 1)
-        self.rnns = nn.ModuleList(BatchRNN(p.rnn_type, size, p.hidden_size, p.bidirectional) for size in sizes)
+        dtype = precision.compute_dtype(p.precision)
+        self.rnns = nn.ModuleList(BatchRNN(p.rnn_type, size, p.hidden_size, p.bidirectional, dtype) for size in sizes)
+        self.precision = p.precision
         self.fc = nn.Sequential(nn.BatchNorm1d(p.hidden_size), nn.Linear(p.hidden_size, len(LABELS), bias=False))
         # Set by the trainer when several CUDA processes train: batch statistics over all ranks.
         self.sync_batchnorm = False
@@ -169,7 +201,8 @@ class DeepSpeech2(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (N, F, T), lengths (N,) -> (log-probs (T', N, 29) float32, out_lengths (N,)).
 
-        out_lengths is on the device of `lengths` and is 0 for inputs shorter than 31 frames.
+        out_lengths is on the device of `lengths` (give CPU lengths to keep them on the host) and is 0
+        for inputs shorter than MIN_FRAMES frames, whose transcripts are then empty.
         """
         logits, out_lengths = self.logits(features, lengths)
         return F.log_softmax(logits.float(), dim=-1), out_lengths
@@ -177,15 +210,18 @@ class DeepSpeech2(nn.Module):
     def logits(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (N, F, T), lengths (N,) -> (raw activations (T', N, 29), out_lengths (N,))."""
         self._check_input(features, lengths)
-        lengths_here = lengths.to(features.device)
-        x = self._convs(features.unsqueeze(1), lengths_here)  # (N, C, F2, T2)
-        n, c, f, t = x.shape
-        x = x.reshape(n, c * f, t).permute(2, 0, 1).contiguous()  # (T2, N, C*F2): channel-major, as the reference
-        out_here = output_lengths(lengths_here)
-        mask = frame_mask(out_here, t).t()[:, :, None].float()  # (T2, N, 1)
-        for rnn in self.rnns:
-            x = rnn(x, out_here, mask)
-        return self._head(x, mask), output_lengths(lengths)
+        if features.shape[2] < MIN_FRAMES:  # too short for the convolutions: zero frames beyond every length
+            features = F.pad(features, (0, MIN_FRAMES - features.shape[2]))
+        lengths_here = lengths.to(features.device, non_blocking=True)
+        with precision.autocast(self.precision, features.device.type):
+            x = self._convs(features.unsqueeze(1), lengths_here)  # (N, C, F2, T2)
+            n, c, f, t = x.shape
+            x = x.reshape(n, c * f, t).permute(2, 0, 1).contiguous()  # (T2, N, C*F2): channel-major, as the reference
+            out_here = output_lengths(lengths_here)
+            mask = frame_mask(out_here, t).t()[:, :, None].float()  # (T2, N, 1)
+            for rnn in self.rnns:
+                x = rnn(x, out_here, mask)
+            return self._head(x, mask), output_lengths(lengths)
 
     def _check_input(self, features: torch.Tensor, lengths: torch.Tensor) -> None:
         if features.dim() != 3 or features.shape[1] != self.n_features:
@@ -194,11 +230,6 @@ class DeepSpeech2(nn.Module):
             )
         if lengths.shape != features.shape[:1]:
             raise ValueError(f"lengths of shape {tuple(lengths.shape)}: expected ({features.shape[0]},)")
-        if features.shape[2] < MIN_FRAMES:
-            raise ValueError(
-                f"features have {features.shape[2]} frames: the convolutions need at least {MIN_FRAMES} "
-                "(drop shorter utterances)"
-            )
 
     def _convs(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x (N, 1, F, T) -> (N, C, F2, T2), zero beyond each sample's frames."""

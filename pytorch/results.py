@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from data.files import replacing, write_atomically
+from exit_status import Failure
 
 METRIC_KEYS = (
     "epoch",
@@ -66,7 +67,9 @@ def write_result(
     target_wer: float,
     p_dict: dict,
     resumed: int = 0,
+    precision: dict | None = None,
 ) -> dict:
+    """result.json: how the run ended. precision: what the run really computed in (pytorch.precision)."""
     wers = [m["wer"] for m in metrics]
     result = {
         "status": status,
@@ -76,10 +79,21 @@ def write_result(
         "time_to_train_s": time_to_train_s,
         "target_wer": target_wer,
         "resumed": resumed,  # segments resumed from a checkpoint; MLPerf times only unbroken runs
+        "precision": precision or {},
         "params": p_dict,
     }
     write_json(Path(results_dir) / "result.json", result)
     return result
+
+
+def read_status(results_dir: Path) -> str:
+    """The status in result.json (success or aborted); Failure naming the file if it is missing or bad."""
+    path = Path(results_dir) / "result.json"
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))["status"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise Failure(f"{path}: no readable run status ({type(err).__name__}: {err})") from None
+    return status
 
 
 def plot_curves(results_dir: Path, metrics: list[dict], target_wer: float) -> None:

@@ -5,8 +5,8 @@
 Any format and sample rate soundfile reads; channels are averaged to mono and the audio is
 resampled (soxr, band-limited) to the checkpoint's sample rate, then goes through the same
 features (data.features.extract) and per-utterance normalisation the model was trained on.
-A file that cannot be read or is too short is reported on stderr naming it; the others are still
-transcribed, and the exit status is then 2.
+A file that cannot be read is reported on stderr naming it; the others are still transcribed, and the
+exit status is then 1 (exit_status.py: 1 error, 2 bad usage).
 """
 
 import argparse
@@ -17,17 +17,15 @@ import numpy as np
 import soundfile
 import soxr
 import torch
-from torch.nn import functional as F
 
+import exit_status
 import params
 from data.features import FeatureError, extract
-from pytorch import checkpoint, loader, train
-from pytorch.decode import greedy_decode
-from pytorch.evaluate import EXIT_USAGE, load_model
-from pytorch.model import MIN_FRAMES
+from exit_status import ExitStatus
+from pytorch import inference, loader
 
 
-class AudioError(ValueError):
+class AudioError(exit_status.Failure):
     """An audio file that cannot be read or turned into features."""
 
 
@@ -53,18 +51,10 @@ def features_of(path, p: params.Params) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def transcribe(model, p: params.Params, features: torch.Tensor, device) -> str:
-    """One utterance's features (F, T) -> its greedy transcript.
-
-    As in training's evaluation, an input shorter than the convolutions take is zero-padded but keeps
-    its true length, so it has no output frame and an empty transcript.
-    """
+def transcribe(model, features: torch.Tensor, device) -> str:
+    """One utterance's features (F, T) -> its greedy transcript (empty for audio too short for the model)."""
     batch = features.unsqueeze(0).to(device)  # (1, F, T)
-    lengths = torch.tensor([features.shape[1]], device=device)
-    batch = F.pad(batch, (0, max(0, MIN_FRAMES - features.shape[1])))
-    with train.autocast(p, torch.device(device)):
-        log_probs, out_lengths = model(batch, lengths)  # (T', 1, 29)
-    return greedy_decode(log_probs.float(), out_lengths)[0]
+    return inference.decode_batch(model, batch, torch.tensor([features.shape[1]]))[0]
 
 
 def parse_args(argv):
@@ -73,7 +63,8 @@ def parse_args(argv):
         description="Transcribe audio files (FLAC, WAV, ... at any sample rate; mixed to mono) with a "
         "DeepSpeech2 checkpoint. Prints one '<file>\\t<transcript>' line per file.",
         epilog="Only greedy CTC decoding is available: beam search with a language model (KenLM) is not "
-        "implemented. Exit status: 0 all files transcribed, 2 a file or the checkpoint could not be used.",
+        "implemented. Exit status: 0 all files transcribed, 1 a file or the checkpoint could not be used, "
+        "2 bad usage.",
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt written by training")
     parser.add_argument("audio", nargs="+", type=Path, metavar="AUDIO", help="audio files to transcribe")
@@ -86,23 +77,23 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        model, p = load_model(args.checkpoint, args.device, args.precision)
-    except (checkpoint.CheckpointError, params.ParamError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    status = 0
+def run(args) -> ExitStatus:
+    model, p = inference.load_model(args.checkpoint, args.device, args.precision)
+    status = ExitStatus.OK
     for path in args.audio:
         try:
-            text = transcribe(model, p, features_of(path, p), args.device)
+            text = transcribe(model, features_of(path, p), args.device)
         except AudioError as err:
-            print(f"error: {err}", file=sys.stderr)
-            status = EXIT_USAGE
+            exit_status.error(str(err))
+            status = ExitStatus.ERROR
             continue
         print(f"{path}\t{text}", flush=True)
     return status
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return exit_status.run(lambda: run(args))
 
 
 if __name__ == "__main__":

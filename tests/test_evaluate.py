@@ -11,7 +11,8 @@ import torch
 
 import params
 from pytorch import checkpoint
-from pytorch.evaluate import load_model, main
+from pytorch.evaluate import main
+from pytorch.inference import load_model
 from pytorch.model import DeepSpeech2
 from tests import trainer_fixtures
 
@@ -101,50 +102,56 @@ def test_load_model_restores_the_saved_model(setup, tmp_path):
         assert torch.equal(saved(features, lengths)[0], loaded(features, lengths)[0])
 
 
-def test_missing_checkpoint_exits_2_naming_it(setup, tmp_path, capsys):
+def test_missing_checkpoint_exits_1_naming_it(setup, tmp_path, capsys):
     _, data_dir, _ = setup
     missing = tmp_path / "nope.pt"
-    assert main(["--checkpoint", str(missing), "--data-dir", str(data_dir)]) == 2
+    assert main(["--checkpoint", str(missing), "--data-dir", str(data_dir)]) == 1
     assert str(missing) in capsys.readouterr().err
 
 
-def test_corrupt_checkpoint_exits_2_naming_it(setup, tmp_path, capsys):
+def test_corrupt_checkpoint_exits_1_naming_it(setup, tmp_path, capsys):
     _, data_dir, _ = setup
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint at all")
-    assert main(["--checkpoint", str(corrupt), "--data-dir", str(data_dir)]) == 2
+    assert main(["--checkpoint", str(corrupt), "--data-dir", str(data_dir)]) == 1
     assert str(corrupt) in capsys.readouterr().err
 
 
-def test_checkpoint_of_another_shape_exits_2(setup, tmp_path, capsys):
+def test_checkpoint_of_another_shape_exits_1(setup, tmp_path, capsys):
     ckpt, data_dir, _ = setup
     state = torch.load(ckpt, weights_only=True)
     state["params"]["hidden_size"] = 32  # the tensors are of hidden_size 16
     bad = tmp_path / "shape.pt"
     checkpoint.save(bad, state)
-    assert main(["--checkpoint", str(bad), "--data-dir", str(data_dir)]) == 2
+    assert main(["--checkpoint", str(bad), "--data-dir", str(data_dir)]) == 1
     assert str(bad) in capsys.readouterr().err
 
 
-def test_missing_manifest_exits_2_naming_it(setup, capsys):
+def test_missing_manifest_exits_1_naming_it(setup, capsys):
     ckpt, data_dir, _ = setup
-    assert main(["--checkpoint", str(ckpt), "--data-dir", str(data_dir), "--split", "test"]) == 2
+    assert main(["--checkpoint", str(ckpt), "--data-dir", str(data_dir), "--split", "test"]) == 1
     assert str(data_dir / "manifests" / "test.jsonl") in capsys.readouterr().err
 
 
-def test_corrupt_manifest_exits_2_naming_file_and_line(setup, capsys):
+def test_corrupt_manifest_exits_1_naming_file_and_line(setup, capsys):
     ckpt, data_dir, _ = setup
     (data_dir / "manifests" / "broken.jsonl").write_text('{"id": "x"\n')
-    assert main(["--checkpoint", str(ckpt), "--data-dir", str(data_dir), "--split", "broken"]) == 2
+    assert main(["--checkpoint", str(ckpt), "--data-dir", str(data_dir), "--split", "broken"]) == 1
     assert f"{data_dir / 'manifests' / 'broken.jsonl'}:1" in capsys.readouterr().err
 
 
-def test_features_of_other_parameters_exit_2(setup, tmp_path, capsys):
+def test_features_of_other_parameters_exit_1(setup, tmp_path, capsys):
     ckpt, _, _ = setup
     other = trainer_fixtures.write_dataset(tmp_path / "data", params.make({"preset": "tiny", "window_size": 0.02}))
-    assert main(["--checkpoint", str(ckpt), "--data-dir", str(other)]) == 2
+    assert main(["--checkpoint", str(ckpt), "--data-dir", str(other)]) == 1
     err = capsys.readouterr().err
     assert str(other / "features" / "features.json") in err and "n_features" in err
+
+
+def test_bad_usage_exits_2():
+    done = subprocess.run([sys.executable, "-m", "pytorch.evaluate", "--batch-size", "0", "--checkpoint", "x"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2 and "--batch-size 0" in done.stderr
 
 
 def test_help():

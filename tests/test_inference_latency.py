@@ -43,10 +43,10 @@ def test_frames_and_statistics():
     assert row["utterances_per_s"] == 4 / 0.25 and row["audio_s_per_s"] == 8 / 0.25
 
 
-def test_bad_input_exits_2(tmp_path, capsys):
-    assert main(["preset=tiny", "--durations", "0.1"]) == 2
-    assert "--durations" in capsys.readouterr().err
-    assert main(["--checkpoint", str(tmp_path / "no.pt")]) == 2
-    assert str(tmp_path / "no.pt") in capsys.readouterr().err
+def test_bad_input_is_named_with_its_exit_status(tmp_path, capsys):
     assert main(["hiden_size=3"]) == 2
     assert "hiden_size" in capsys.readouterr().err
+    assert main(["preset=tiny", "--precision", "fp16", "--device", "cpu"]) == 2
+    assert "precision='fp16': needs CUDA" in capsys.readouterr().err
+    assert main(["--checkpoint", str(tmp_path / "no.pt")]) == 1
+    assert str(tmp_path / "no.pt") in capsys.readouterr().err

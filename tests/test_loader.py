@@ -9,17 +9,21 @@ import params
 from data import labels
 from pytorch import loader
 from pytorch.loader import (
+    Batch,
     LoaderError,
+    Manifest,
+    Utterance,
     UtteranceDataset,
     check_features,
     collate,
-    filter_rows,
     global_batches,
     make_loader,
     manifest_path,
     micro_batches,
+    open_split,
     read_manifest,
 )
+from pytorch.model import output_lengths
 
 P = params.make({"window_size": 0.01})  # 81 bins
 TRANSCRIPTS = ["A CAT", "DOG'S DAY", "HI", "THE END OF IT"]
@@ -100,42 +104,47 @@ def test_check_features(data_dir):
         check_features(data_dir, P)
 
 
-def test_filter_rows(data_dir):
-    rows = read_manifest(manifest_path(data_dir, "val"))
-    assert [r["frames"] for r in filter_rows(rows, 0.5)] == [40, 33]
-    assert filter_rows(rows, 0) == rows
+def test_open_split_filters_by_duration_keeping_the_order(data_dir):
+    assert [int(f) for f in open_split(data_dir, "val", max_duration=0.5).manifest.frames] == [40, 33]
+    assert len(open_split(data_dir, "val")) == 4
+    with pytest.raises(LoaderError, match=r"val\.jsonl: no utterances of at most max_duration=0\.1 s"):
+        open_split(data_dir, "val", max_duration=0.1)
+
+
+def dataset_of(data_dir, rows=None) -> UtteranceDataset:
+    manifest = Manifest(rows) if rows is not None else Manifest.read(manifest_path(data_dir, "val"))
+    return UtteranceDataset(data_dir, manifest)
 
 
 def test_dataset_item_is_normalised_slice(data_dir):
-    rows = read_manifest(manifest_path(data_dir, "val"))
-    dataset = UtteranceDataset(data_dir, rows)
-    features, target, utterance = dataset[3]
+    dataset = dataset_of(data_dir)
+    item = dataset[(3, None)]
     raw = np.load(data_dir / "features" / "dev" / "3-4.npy")[FRAMES[2] : FRAMES[2] + FRAMES[3]].astype(np.float32).T
     expected = (raw - raw.mean()) / raw.std(ddof=1)
-    assert features.dtype == torch.float32 and features.shape == (P.n_features, FRAMES[3])
-    assert np.allclose(features.numpy(), expected, atol=1e-4)
-    assert target.tolist() == labels.encode(TRANSCRIPTS[3]) and target.dtype == torch.long
-    assert utterance == rows[3]["id"]
+    assert item.features.dtype == torch.float32 and item.features.shape == (P.n_features, FRAMES[3])
+    assert np.allclose(item.features.numpy(), expected, atol=1e-4)
+    assert item.labels.tolist() == labels.encode(TRANSCRIPTS[3]) and item.labels.dtype == torch.long
+    assert (item.id, item.transcript) == ("3-4-0003", TRANSCRIPTS[3])
 
 
 def test_dataset_pickles_without_open_shards(data_dir):
-    dataset = UtteranceDataset(data_dir, read_manifest(manifest_path(data_dir, "val")))
-    dataset[0]
+    dataset = dataset_of(data_dir)
+    dataset[(0, None)]
     copy = pickle.loads(pickle.dumps(dataset))
     assert len(copy._shards) == 0 and len(dataset._shards) == 1
-    assert torch.equal(copy[0][0], dataset[0][0])
+    assert torch.equal(copy[(0, None)].features, dataset[(0, None)].features)
 
 
 def test_dataset_errors_name_utterance(data_dir):
     rows = read_manifest(manifest_path(data_dir, "val"))
     with pytest.raises(LoaderError, match="utterance 1-2-0000: character '#'"):
-        UtteranceDataset(data_dir, [rows[0] | {"transcript": "A # B"}])
-    dataset = UtteranceDataset(data_dir, [rows[1] | {"frames": 500}])
+        dataset_of(data_dir, [rows[0] | {"transcript": "A # B"}])
+    dataset = dataset_of(data_dir, [rows[1] | {"frames": 500}])
     with pytest.raises(LoaderError, match=r"utterance 1-2-0001: frames \[40, 540\) not in .*1-2.npy"):
-        dataset[0]
-    dataset = UtteranceDataset(data_dir, [rows[1] | {"features": "features/dev/none.npy"}])
+        dataset[(0, None)]
+    dataset = dataset_of(data_dir, [rows[1] | {"features": "features/dev/none.npy"}])
     with pytest.raises(LoaderError, match="none.npy: cannot read"):
-        dataset[0]
+        dataset[(0, None)]
 
 
 def test_global_batches_in_order():
@@ -175,26 +184,49 @@ def test_micro_batches_rejects_bad_rank():
         micro_batches([1, 2], 2, 1, 2)
 
 
+def utterance(frames: int, labels_: list[int], name: str, value: float = 1.0) -> Utterance:
+    return Utterance(torch.full((3, frames), value), torch.tensor(labels_), name, name.upper())
+
+
 def test_collate_pads_and_concatenates():
-    items = [(torch.ones(3, 4), torch.tensor([5, 6]), "a"), (torch.full((3, 6), 2.0), torch.tensor([7]), "b")]
-    features, lengths, targets, target_lengths, ids = collate(items)
-    assert features.shape == (2, 3, 6)
-    assert features[0, :, 4:].abs().sum() == 0 and features[0, :, :4].eq(1).all() and features[1].eq(2).all()
-    assert lengths.tolist() == [4, 6] and targets.tolist() == [5, 6, 7] and target_lengths.tolist() == [2, 1]
-    assert ids == ["a", "b"]
-    assert collate([])[0].shape[0] == 0
+    batch = collate([utterance(4, [5, 6], "a"), utterance(6, [7], "b", 2.0)])
+    assert batch.features.shape == (2, 3, 6) and len(batch) == 2 and batch.dropped == 0
+    assert batch.features[0, :, 4:].abs().sum() == 0 and batch.features[0, :, :4].eq(1).all()
+    assert batch.features[1].eq(2).all()
+    assert batch.lengths.tolist() == [4, 6] and batch.targets.tolist() == [5, 6, 7]
+    assert batch.target_lengths.tolist() == [2, 1]
+    assert (batch.ids, batch.transcripts) == (["a", "b"], ["A", "B"])
+    assert len(collate([])) == 0
+
+
+def test_training_collate_leaves_out_what_ctc_cannot_align_and_counts_it():
+    """40 frames give 5 output frames: 5 labels fit, 6 do not, and 5 with a repeat need 6."""
+    items = [utterance(40, [1, 2, 3, 4, 5], "fits"), utterance(40, [1, 2, 3, 4, 5, 6], "long"),
+             utterance(40, [1, 1, 2, 3, 4], "repeat"), utterance(20, [1], "short")]  # fmt: skip
+    assert [output_lengths(torch.tensor([40]))[0].item(), output_lengths(torch.tensor([20]))[0].item()] == [5, 0]
+    batch = collate(items, training=True)
+    assert batch.ids == ["fits"] and batch.dropped == 3
+    assert collate(items).ids == ["fits", "long", "repeat", "short"]  # evaluation decodes them all
+    assert len(collate(items[1:], training=True)) == 0 and collate(items[1:], training=True).dropped == 3
+
+
+def test_synthetic_batch_is_alignable_and_sized_as_asked():
+    batch = Batch.synthetic(3, 81, 200, torch.Generator().manual_seed(0))
+    assert batch.features.shape == (3, 81, 200) and batch.lengths.tolist() == [200] * 3
+    assert len(collate([Utterance(batch.features[0], batch.targets[: batch.target_lengths[0]], "x", "")], True)) == 1
 
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_make_loader_follows_given_batches(data_dir, workers):
-    dataset = UtteranceDataset(data_dir, read_manifest(manifest_path(data_dir, "val")))
-    loader = make_loader(dataset, [[2, 0], [3], []], num_workers=workers, pin_memory=True)
-    got = [(batch[0].shape, batch[4]) for batch in loader]
-    ids = [r["id"] for r in dataset.rows]
+    dataset = dataset_of(data_dir)
+    loader_ = make_loader(dataset, [[2, 0], [3], []], num_workers=workers, pin_memory=True)
+    got = [(batch.features.shape, batch.ids) for batch in loader_]
+    ids = [dataset.manifest.id(i) for i in range(len(dataset))]
     assert got[0] == ((2, P.n_features, FRAMES[0]), [ids[2], ids[0]])
     assert got[1][1] == [ids[3]] and got[2][1] == []
-    loader.batch_sampler.set([[1]])
-    assert [batch[4] for batch in loader] == [[ids[1]]]
+    loader_.batch_sampler.set([[1]], epoch=4)
+    assert [batch.ids for batch in loader_] == [[ids[1]]]
+    assert list(loader_.batch_sampler) == [[(1, 4)]]
 
 
 def test_normalise_gives_zero_mean_unit_std_and_survives_silence():

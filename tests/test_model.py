@@ -3,11 +3,13 @@ import torch
 from torch import nn
 
 import params
+from pytorch import precision
 from pytorch.model import (
     BatchRNN,
     DeepSpeech2,
     masked_batch_norm,
     output_lengths,
+    probe_recurrent_dtype,
     reverse_within_lengths,
 )
 
@@ -103,8 +105,6 @@ def test_bad_inputs_are_named():
     model = small()
     with pytest.raises(ValueError, match="n_features=81"):
         model(torch.randn(2, 80, 50), torch.tensor([50, 50]))
-    with pytest.raises(ValueError, match="at least 31"):
-        model(torch.randn(2, 81, 30), torch.tensor([30, 30]))
     with pytest.raises(ValueError, match="lengths of shape"):
         model(torch.randn(2, 81, 50), torch.tensor([50]))
 
@@ -172,9 +172,21 @@ def test_reverse_within_lengths():
     assert torch.equal(reverse_within_lengths(y, torch.tensor([5, 3])), x)
 
 
+def test_input_shorter_than_the_convolutions_take_gives_no_output_frame():
+    """The model pads a batch shorter than MIN_FRAMES itself; a short utterance keeps its true length
+    (so no output frame and an empty transcript), and its batch-mates' results do not change."""
+    model = small().eval()
+    x = torch.randn(2, 81, 40)
+    with torch.no_grad():
+        short, short_lengths = model(x[:, :, :20], torch.tensor([20, 12]))
+        padded, _ = model(torch.nn.functional.pad(x[:, :, :20], (0, 11)), torch.tensor([20, 12]))
+    assert short_lengths.tolist() == [0, 0] and short.shape[0] == 1
+    assert torch.equal(short, padded)
+
+
 def test_bidirectional_layer_is_sum_of_torch_directions():
     torch.manual_seed(2)
-    layer = BatchRNN("gru", 6, 8, bidirectional=True)
+    layer = BatchRNN("gru", 6, 8, bidirectional=True, dtype=torch.float32)
     torch_gru = nn.GRU(6, 8, bidirectional=True)
     with torch.no_grad():
         for name, value in layer.fwd.named_parameters():
@@ -197,22 +209,42 @@ def test_backward_runs_and_reaches_every_parameter():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-def test_bf16_autocast_runs():
-    model = small().train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        log_probs, _ = model(torch.randn(2, 81, 50), torch.tensor([50, 40]))
+def test_bf16_model_computes_its_recurrent_layers_in_bf16_and_keeps_float32_weights():
+    model = small(precision="bf16").train()
+    seen = []
+    for rnn in model.rnns:
+        rnn.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    log_probs, _ = model(torch.randn(2, 81, 50), torch.tensor([50, 40]))
+    log_probs.sum().backward()
+    assert seen == [torch.bfloat16, torch.bfloat16]
     assert log_probs.dtype == torch.float32 and torch.isfinite(log_probs).all()
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_matches_cpu():
-    model = small().eval()
-    x, lengths = torch.randn(2, 81, 60), torch.tensor([60, 44])
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+    # Close to the same weights in fp32 (bf16 keeps 8 mantissa bits).
+    reference = small(precision="fp32").eval()
+    reference.load_state_dict(model.state_dict())
+    x, lengths = torch.randn(2, 81, 50), torch.tensor([50, 40])
     with torch.no_grad():
-        cpu, _ = model(x, lengths)
-        gpu, gpu_len = model.cuda()(x.cuda(), lengths)
-    assert gpu_len.device == lengths.device
-    assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)
+        difference = reference(x, lengths)[0] - model.eval()(x, lengths)[0]
+    assert difference.abs().max() < 0.1
+
+
+@pytest.mark.parametrize("name, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_probe_on_cpu_reports_the_recurrent_dtype(name, dtype):
+    assert probe_recurrent_dtype(params.make({"precision": name, "preset": "tiny"}), torch.device("cpu")) == dtype
+
+
+def test_precision_probe_refuses_fp16_on_cpu():
+    with pytest.raises(precision.PrecisionError, match="precision='fp16': needs CUDA"):
+        probe_recurrent_dtype(params.make({"precision": "fp16"}), torch.device("cpu"))
+
+
+def test_precision_probe_names_the_cause_when_the_device_cannot(monkeypatch):
+    def refuse(rnn, x, dtype):
+        raise RuntimeError("cudnn RNN backward can only be called in training mode\nmore detail")
+
+    monkeypatch.setattr(precision, "run_recurrent", refuse)
+    with pytest.raises(precision.PrecisionError, match=r"precision='bf16': this cpu build .* cannot run a GRU in "):
+        probe_recurrent_dtype(params.make({"precision": "bf16"}), torch.device("cpu"))
 
 
 def _synced_half(rank: int, world: int, init_file: str, out_dir: str) -> None:

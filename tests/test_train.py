@@ -1,4 +1,7 @@
-"""The training loop on CPU with a tiny model and a tiny prepared dataset (tests/trainer_fixtures.py)."""
+"""The training loop on CPU with a tiny model and a tiny prepared dataset (tests/trainer_fixtures.py).
+
+CPU only, on purpose: several tests compare runs for exact equality, which holds on the CPU alone (on
+CUDA, CTC's backward accumulates with atomics). tests/test_cuda.py covers the GPU."""
 
 import copy
 import json
@@ -10,8 +13,8 @@ import torch
 from torch.nn import functional as F
 
 import params
-from pytorch import checkpoint, loader, train
-from pytorch.model import DeepSpeech2
+from exit_status import ExitStatus
+from pytorch import checkpoint, distributed, inference, loader, train
 from tests import trainer_fixtures
 
 TINY = ["preset=tiny"]
@@ -53,8 +56,8 @@ def test_ctc_loss_matches_alignments_enumerated_by_hand():
 
 
 def test_min_frames_counts_a_blank_between_repeated_labels():
-    frames = train.min_frames_for([torch.tensor([1, 1]), torch.tensor([1, 2]), torch.tensor([3, 3, 3, 4])])
-    assert frames.tolist() == [3, 2, 6]
+    frames = [loader.min_ctc_frames(torch.tensor(t)) for t in ([1, 1], [1, 2], [3, 3, 3, 4])]
+    assert frames == [3, 2, 6]
 
 
 def test_learning_rate_schedules():
@@ -69,32 +72,39 @@ def test_learning_rate_schedules():
 # ---------------------------------------------------------------- one step
 
 
-def micro_batches_of(data_dir, p, indices):
-    rows = loader.read_manifest(loader.manifest_path(data_dir, "train"))
-    dataset = loader.UtteranceDataset(data_dir, rows)
-    return [loader.collate([dataset[i] for i in part]) for part in indices]
+def micro_batches_of(data_dir, indices):
+    split = loader.open_split(data_dir, "train")
+    return [loader.collate([split.dataset[(i, 0)] for i in part], training=True) for part in indices]
 
 
-def one_process():
-    return train.World(0, 1, torch.device("cpu"))
+def trainer_of(p, optimizer=None) -> train.Trainer:
+    """A one-process CPU trainer of p, with its own optimiser unless one is given."""
+    trainer = train.build_trainer(p, distributed.single("cpu"), total_steps=10)
+    if optimizer is not None:
+        trainer.optimizer = optimizer(trainer.model)
+    return trainer
+
+
+def untouched(model, before) -> bool:
+    # num_batches_tracked counts forwards; it is not state that changes a result.
+    return all(torch.equal(t, before[n]) for n, t in model.state_dict().items() if "num_batches" not in n)
 
 
 def test_accumulated_step_follows_the_mean_loss_of_the_global_batch(data_dir):
     p = params.parse(TINY + ["batch_size=8", "gradient_accumulation_steps=2", "max_norm=0", "momentum=0", "lr=1"])
-    torch.manual_seed(0)
-    model = DeepSpeech2(p)
+    trainer = trainer_of(p, optimizer=lambda model: torch.optim.SGD(model.parameters(), lr=1.0))
+    model = trainer.model
     reference, start = copy.deepcopy(model), copy.deepcopy(model)
-    batches = micro_batches_of(data_dir, p, [[0, 1, 2, 3], [4, 5, 6, 7]])
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    batches = micro_batches_of(data_dir, [[0, 1, 2, 3], [4, 5, 6, 7]])
     before = [t.detach().clone() for t in model.parameters()]
-    result = train.train_step(model, optimizer, None, batches, 8, p, one_process())
+    result = train.train_step(trainer, batches, 8)
     assert not result.skipped and result.dropped == 0
     # By hand: per-utterance CTC of both halves, summed, over the 8 utterances of the global batch.
     reference.train()
     total = 0.0
-    for features, lengths, targets, target_lengths, _ in batches:
-        log_probs, out_lengths = reference(features, lengths)
-        per_utt = F.ctc_loss(log_probs, targets, out_lengths, target_lengths, reduction="none")
+    for batch in batches:
+        log_probs, out_lengths = reference(batch.features, batch.lengths)
+        per_utt = F.ctc_loss(log_probs, batch.targets, out_lengths, batch.target_lengths, reduction="none")
         (per_utt.sum() / 8).backward()
         total += per_utt.sum().item()
     assert result.loss_sum == pytest.approx(total, rel=1e-5)
@@ -102,9 +112,9 @@ def test_accumulated_step_follows_the_mean_loss_of_the_global_batch(data_dir):
         torch.testing.assert_close(old - new.detach(), ref.grad, rtol=1e-4, atol=1e-6)  # SGD lr 1: step = -grad
     # BatchNorm statistics: the mean of what each micro-batch alone would have made of them.
     alone = [copy.deepcopy(start) for _ in batches]
-    for copy_, (features, lengths, *_rest) in zip(alone, batches):
+    for copy_, batch in zip(alone, batches):
         copy_.train()
-        copy_(features, lengths)
+        copy_(batch.features, batch.lengths)
     for name, tensor in model.named_buffers():
         if name.endswith(("running_mean", "running_var")):
             mean = sum(dict(c.named_buffers())[name] for c in alone) / len(alone)
@@ -112,30 +122,25 @@ def test_accumulated_step_follows_the_mean_loss_of_the_global_batch(data_dir):
 
 
 def test_non_finite_loss_skips_the_step_without_touching_weights(data_dir, monkeypatch):
-    p = params.parse(TINY)
-    model = DeepSpeech2(p)
-    optimizer = train.make_optimizer(model, p)
+    trainer = trainer_of(params.parse(TINY))
+    model = trainer.model
     before = copy.deepcopy(model.state_dict())
     real_loss = train.ctc_loss
     monkeypatch.setattr(train, "ctc_loss", lambda *a: real_loss(*a) * float("inf"))
-    batches = micro_batches_of(data_dir, p, [[0, 1], [2, 3]])
-    result = train.train_step(model, optimizer, None, batches, 4, p, one_process())
+    batches = micro_batches_of(data_dir, [[0, 1], [2, 3]])
+    result = train.train_step(trainer, batches, 4)
     assert result.skipped
     assert all(t.grad is None for t in model.parameters())
-    for name, tensor in model.state_dict().items():
-        if "num_batches" not in name:  # a counter of forwards, not state that changes results
-            assert torch.equal(tensor, before[name]), name
+    assert untouched(model, before) and not trainer.optimizer.state
     monkeypatch.setattr(train, "ctc_loss", real_loss)
-    assert not train.train_step(model, optimizer, None, batches, 4, p, one_process()).skipped
+    assert not train.train_step(trainer, batches, 4).skipped
     assert not torch.equal(model.state_dict()["fc.1.weight"], before["fc.1.weight"])
 
 
 def test_non_finite_gradient_of_a_finite_loss_skips_the_step(data_dir, monkeypatch):
     """A finite loss whose backward yields an inf gradient must not reach the weights or optimiser."""
-    p = params.parse(TINY + ["max_norm=0"])
-    model = DeepSpeech2(p)
-    optimizer = train.make_optimizer(model, p)
-    before = copy.deepcopy(model.state_dict())
+    trainer = trainer_of(params.parse(TINY + ["max_norm=0"]))
+    before = copy.deepcopy(trainer.model.state_dict())
 
     class InfGradient(torch.autograd.Function):
         @staticmethod
@@ -148,30 +153,36 @@ def test_non_finite_gradient_of_a_finite_loss_skips_the_step(data_dir, monkeypat
 
     real_loss = train.ctc_loss
     monkeypatch.setattr(train, "ctc_loss", lambda log_probs, *a: real_loss(InfGradient.apply(log_probs), *a))
-    result = train.train_step(
-        model, optimizer, None, micro_batches_of(data_dir, p, [[0, 1, 2, 3]]), 4, p, one_process()
-    )
+    result = train.train_step(trainer, micro_batches_of(data_dir, [[0, 1, 2, 3]]), 4)
     assert result.skipped and math.isfinite(result.loss_sum)
-    assert not optimizer.state  # no moment estimates were made from the bad gradients
-    for name, tensor in model.state_dict().items():
-        if "num_batches" not in name:
-            assert torch.equal(tensor, before[name]), name
+    assert not trainer.optimizer.state  # no moment estimates were made from the bad gradients
+    assert untouched(trainer.model, before)
 
 
 def test_global_batch_without_an_alignable_utterance_is_a_skipped_step(data_dir, monkeypatch):
     """Every utterance dropped: no optimiser step (SGD momentum would otherwise move the weights)."""
-    p = params.parse(TINY + ["optimizer=sgd", "lr=0.1"])
-    model = DeepSpeech2(p)
-    optimizer = train.make_optimizer(model, p)
-    before = copy.deepcopy(model.state_dict())
-    monkeypatch.setattr(train, "min_frames_for", lambda targets: torch.full((len(targets),), 10**6))
-    result = train.train_step(
-        model, optimizer, None, micro_batches_of(data_dir, p, [[0, 1, 2, 3]]), 4, p, one_process()
-    )
+    trainer = trainer_of(params.parse(TINY + ["optimizer=sgd", "lr=0.1"]))
+    before = copy.deepcopy(trainer.model.state_dict())
+    monkeypatch.setattr(loader, "min_ctc_frames", lambda labels: 10**6)
+    batches = micro_batches_of(data_dir, [[0, 1], [2, 3]])
+    assert [len(b) for b in batches] == [0, 0] and [b.dropped for b in batches] == [2, 2]
+    result = train.train_step(trainer, batches, 4)
     assert result.skipped and result.dropped == 4
-    for name, tensor in model.state_dict().items():
-        if "num_batches" not in name:
-            assert torch.equal(tensor, before[name]), name
+    assert untouched(trainer.model, before)
+
+
+def test_an_empty_micro_batch_of_one_rank_takes_part_without_effect(data_dir):
+    """Several ranks: a rank whose share of a short tail batch is empty still runs a forward and
+    backward (DDP and synchronised BatchNorm need every rank), and it changes nothing."""
+    p = params.parse(TINY)
+    trainer = trainer_of(p)
+    before = copy.deepcopy(trainer.model.state_dict())
+    loss = train.micro_batch_loss(trainer.model, loader.Batch.empty(), p, torch.device("cpu"))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(t.grad is not None and not t.grad.any() for t in trainer.model.parameters())
+    trainer.model.zero_grad()
+    assert untouched(trainer.model, before)
 
 
 def test_skipped_steps_are_counted_in_the_metrics(data_dir, tmp_path, monkeypatch):
@@ -202,7 +213,7 @@ def test_utterance_shorter_than_its_transcript_is_dropped_and_counted(tmp_path, 
         "offset": 0,
     }
     trainer_fixtures.add_row(data, "train", short)
-    assert run(data, tmp_path / "r", *TINY, "epochs=2", "target_wer=0") == train.EXIT_SUCCESS
+    assert run(data, tmp_path / "r", *TINY, "epochs=2", "target_wer=0") == ExitStatus.TARGET_MISSED
     rows = metrics_of(tmp_path / "r")
     assert [r["dropped_utterances"] for r in rows] == [1, 1]
     assert [r["skipped_steps"] for r in rows] == [0, 0]
@@ -220,14 +231,14 @@ def test_bad_parameters_exit_2_before_any_work(tmp_path, capsys):
         (["precision=fp16"], "precision='fp16'"),
         (["feature=mfcc"], "n_mfcc=13: n_features=13: too few feature bins"),
     ]:
-        assert run(tmp_path / "no-data", tmp_path / "r", *words) == train.EXIT_USAGE
+        assert run(tmp_path / "no-data", tmp_path / "r", *words) == ExitStatus.USAGE
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err
     assert not (tmp_path / "r").exists()
 
 
 def test_missing_data_is_an_error_naming_the_file(tmp_path, capsys):
-    assert run(tmp_path / "no-data", tmp_path / "r", *TINY) == train.EXIT_ERROR
+    assert run(tmp_path / "no-data", tmp_path / "r", *TINY) == ExitStatus.ERROR
     assert "features.json" in capsys.readouterr().err
 
 
@@ -248,8 +259,9 @@ class FakeCounts:
 )
 def test_stop_rule(data_dir, tmp_path, monkeypatch, wers, epochs, status):
     scripted = iter(wers)
-    monkeypatch.setattr(train, "evaluate", lambda *a: (FakeCounts(next(scripted)), []))
-    assert run(data_dir, tmp_path / "r", *TINY, f"epochs={epochs}", "target_wer=23") == train.EXIT_SUCCESS
+    monkeypatch.setattr(inference, "evaluate", lambda *a: (FakeCounts(next(scripted)), []))
+    expected = ExitStatus.OK if status == "success" else ExitStatus.TARGET_MISSED
+    assert run(data_dir, tmp_path / "r", *TINY, f"epochs={epochs}", "target_wer=23") == expected
     result = json.loads((tmp_path / "r" / "result.json").read_text())
     expected_epochs = next((i + 1 for i, w in enumerate(wers) if w <= 23), epochs)
     assert (result["status"], result["epochs"]) == (status, expected_epochs)
@@ -258,7 +270,7 @@ def test_stop_rule(data_dir, tmp_path, monkeypatch, wers, epochs, status):
 
 
 def test_results_directory(data_dir, tmp_path):
-    assert run(data_dir, tmp_path / "r", *LEARNS, "epochs=1", "target_wer=100") == train.EXIT_SUCCESS
+    assert run(data_dir, tmp_path / "r", *LEARNS, "epochs=1", "target_wer=100") == ExitStatus.OK
     out = tmp_path / "r"
     (row,) = metrics_of(out)
     assert set(row) == {
@@ -285,7 +297,7 @@ def test_results_directory(data_dir, tmp_path):
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
     assert not list(out.rglob(".*tmp*"))
     # A second fresh run must not overwrite this one.
-    assert run(data_dir, out, *LEARNS) == train.EXIT_ERROR
+    assert run(data_dir, out, *LEARNS) == ExitStatus.ERROR
 
 
 def test_run_stop_is_logged_before_the_checkpoint_is_written(data_dir, tmp_path, monkeypatch):
@@ -298,16 +310,15 @@ def test_run_stop_is_logged_before_the_checkpoint_is_written(data_dir, tmp_path,
         real_save(path, state)
 
     monkeypatch.setattr(checkpoint, "save", save)
-    assert run(data_dir, tmp_path / "r", *LEARNS, "epochs=1", "target_wer=100") == train.EXIT_SUCCESS
+    assert run(data_dir, tmp_path / "r", *LEARNS, "epochs=1", "target_wer=100") == ExitStatus.OK
     assert len(log_at_save) == 1 and '"key": "run_stop"' in log_at_save[0]
 
 
 def test_resumed_run_equals_an_unbroken_run(data_dir, tmp_path, capsys):
-    assert run(data_dir, tmp_path / "whole", *LEARNS, "epochs=3", "target_wer=0") == train.EXIT_SUCCESS
-    assert run(data_dir, tmp_path / "split", *LEARNS, "epochs=1", "target_wer=0") == train.EXIT_SUCCESS
-    assert (
-        run(data_dir, tmp_path / "split", *LEARNS, "epochs=3", "target_wer=0", flags=["--resume"]) == train.EXIT_SUCCESS
-    )
+    missed = ExitStatus.TARGET_MISSED
+    assert run(data_dir, tmp_path / "whole", *LEARNS, "epochs=3", "target_wer=0") == missed
+    assert run(data_dir, tmp_path / "split", *LEARNS, "epochs=1", "target_wer=0") == missed
+    assert run(data_dir, tmp_path / "split", *LEARNS, "epochs=3", "target_wer=0", flags=["--resume"]) == missed
     keys = ("epoch", "train_loss", "wer", "wer_per_utterance_mean", "cer", "lr", "dropped_utterances")
     whole = [{k: m[k] for k in keys} for m in metrics_of(tmp_path / "whole")]
     split = [{k: m[k] for k in keys} for m in metrics_of(tmp_path / "split")]
@@ -315,13 +326,18 @@ def test_resumed_run_equals_an_unbroken_run(data_dir, tmp_path, capsys):
     assert split == whole
     assert json.loads((tmp_path / "split" / "result.json").read_text())["resumed"] == 1
     capsys.readouterr()
-    # Another model cannot resume it; the error names the parameter.
-    assert run(data_dir, tmp_path / "split", *LEARNS, "hidden_size=8", flags=["--resume"]) == train.EXIT_ERROR
+    log = (tmp_path / "split" / "mlperf_log.txt").read_text()
+    # Another model cannot resume it; the error names the parameter, and the finished log is left alone.
+    assert run(data_dir, tmp_path / "split", *LEARNS, "hidden_size=8", flags=["--resume"]) == ExitStatus.ERROR
     assert "hidden_size=16 in checkpoint but 8 now" in capsys.readouterr().err
+    # Nothing is left to resume in a finished run: said, and nothing is appended to its log.
+    assert run(data_dir, tmp_path / "split", *LEARNS, "epochs=3", "target_wer=0", flags=["--resume"]) == missed
+    assert "already finished after 3 epochs" in capsys.readouterr().out
+    assert (tmp_path / "split" / "mlperf_log.txt").read_text() == log
 
 
 def test_resume_without_a_checkpoint_is_an_error(data_dir, tmp_path, capsys):
-    assert run(data_dir, tmp_path / "r", *TINY, flags=["--resume"]) == train.EXIT_ERROR
+    assert run(data_dir, tmp_path / "r", *TINY, flags=["--resume"]) == ExitStatus.ERROR
     assert "no checkpoint" in capsys.readouterr().err
 
 
@@ -337,14 +353,19 @@ def test_checkpoint_restores_every_random_generator():
     assert torch.equal(expected[0], again[0]) and (expected[1] == again[1]).all() and expected[2] == again[2]
 
 
-def test_bf16_trains_with_a_finite_loss(data_dir, tmp_path):
-    run(data_dir, tmp_path / "r", *TINY, "precision=bf16", "epochs=1", "target_wer=0")
+def test_bf16_trains_with_a_finite_loss_and_logs_its_recurrent_dtype(data_dir, tmp_path):
+    status = run(data_dir, tmp_path / "r", *TINY, "precision=bf16", "epochs=1", "target_wer=0")
+    assert status == ExitStatus.TARGET_MISSED
     (row,) = metrics_of(tmp_path / "r")
     assert math.isfinite(row["train_loss"]) and row["skipped_steps"] == 0
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["precision"] == {"precision": "bf16", "recurrent_dtype": "bfloat16", "fp32_math": "ieee"}
+    assert '"key": "recurrent_dtype", "value": "bfloat16"' in (tmp_path / "r" / "mlperf_log.txt").read_text()
 
 
 def test_gradient_accumulation_runs_the_micro_batch_path(data_dir, tmp_path):
-    run(data_dir, tmp_path / "r", *TINY, "batch_size=8", "gradient_accumulation_steps=2", "epochs=1", "target_wer=0")
+    words = ["batch_size=8", "gradient_accumulation_steps=2", "epochs=1", "target_wer=0"]
+    assert run(data_dir, tmp_path / "r", *TINY, *words) == ExitStatus.TARGET_MISSED
     (row,) = metrics_of(tmp_path / "r")
     assert math.isfinite(row["train_loss"]) and row["skipped_steps"] == 0
 
@@ -352,8 +373,17 @@ def test_gradient_accumulation_runs_the_micro_batch_path(data_dir, tmp_path):
 @pytest.mark.parametrize("overrides, count", [([], "207,352,608"), (["bidirectional=False"], "103,841,568")])
 def test_dry_run_prints_the_full_model(tmp_path, capsys, overrides, count):
     data = trainer_fixtures.write_dataset(tmp_path / "data", params.make(), train_copies=1)
-    assert train.main(["--dry-run", "--data-dir", str(data), *overrides]) == train.EXIT_SUCCESS
+    assert train.main(["--dry-run", "--data-dir", str(data), "--device", "cpu", *overrides]) == ExitStatus.OK
     out = capsys.readouterr().out
     assert f"Number of parameters: {count}\n" in out
     assert "DeepSpeech2(" in out and "Training utterances: 12" in out and "validation utterances: 4" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_dry_run_needs_no_data(tmp_path, capsys):
+    """A new user can look at the model and check parameters before the 60 GB download."""
+    args = ["--dry-run", "--data-dir", str(tmp_path / "nothing"), "--device", "cpu", "precision=bf16"]
+    assert train.main(args) == ExitStatus.OK
+    out = capsys.readouterr().out
+    assert "Number of parameters: 207,352,608" in out and "recurrent layers compute in bfloat16" in out
+    assert f"No prepared dataset at {tmp_path / 'nothing'}: data not checked" in out

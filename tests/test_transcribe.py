@@ -14,7 +14,7 @@ import params
 from data import labels
 from data.prepare import prepare
 from pytorch import evaluate, loader
-from pytorch.evaluate import load_model
+from pytorch.inference import load_model
 from pytorch.transcribe import features_of, main, read_audio
 from tests import corpus
 from tests.test_evaluate import write_checkpoint
@@ -60,13 +60,12 @@ def test_features_are_the_loaders(tmp_path):
     p = params.make({"preset": "tiny"})
     data_dir = corpus.write_tree(tmp_path, {"dev-clean": (1, 2)}, seconds=(0.5, 0.8))
     prepare(data_dir, ["dev-clean"], p, jobs=1)
-    rows = loader.read_manifest(loader.manifest_path(data_dir, "dev-clean"))
-    dataset = loader.UtteranceDataset(data_dir, rows)
-    for i, row in enumerate(rows):
-        from_loader = dataset[i][0]  # (F, T), from the float16 shard
-        ours = features_of(data_dir / row["audio"], p)
+    split = loader.open_split(data_dir, "dev-clean")
+    for i in range(len(split)):
+        from_loader = split.dataset[(i, None)].features  # (F, T), from the float16 shard
+        ours = features_of(data_dir / split.manifest.row(i)["audio"], p)
         assert ours.shape == from_loader.shape
-        assert torch.allclose(ours, from_loader, atol=0.02), row["id"]
+        assert torch.allclose(ours, from_loader, atol=0.02), split.manifest.id(i)
 
 
 def test_prints_one_line_per_file(tiny, capsys):
@@ -89,21 +88,21 @@ def test_resampled_wav_matches_the_same_audio_at_16k(tiny, tmp_path):
     assert (a - b).abs().mean() < 0.05
 
 
-def test_bad_files_exit_2_naming_them_and_the_rest_is_transcribed(tiny, tmp_path, capsys):
+def test_bad_files_exit_1_naming_them_and_the_rest_is_transcribed(tiny, tmp_path, capsys):
     ckpt, _, flac, _ = tiny
     missing, text, short = tmp_path / "missing.flac", tmp_path / "notes.wav", tmp_path / "short.wav"
     text.write_text("not audio")
     sf.write(short, np.zeros(10, np.float32), 16000)
-    assert main(["--checkpoint", str(ckpt), str(missing), str(text), str(short), str(flac)]) == 2
+    assert main(["--checkpoint", str(ckpt), str(missing), str(text), str(short), str(flac)]) == 1
     out, err = capsys.readouterr()
     assert out.splitlines()[0].startswith(f"{flac}\t") and len(out.splitlines()) == 1
     for bad in (missing, text, short):
         assert str(bad) in err
 
 
-def test_missing_checkpoint_exits_2(tiny, tmp_path, capsys):
+def test_missing_checkpoint_exits_1(tiny, tmp_path, capsys):
     _, _, flac, _ = tiny
-    assert main(["--checkpoint", str(tmp_path / "none.pt"), str(flac)]) == 2
+    assert main(["--checkpoint", str(tmp_path / "none.pt"), str(flac)]) == 1
     assert str(tmp_path / "none.pt") in capsys.readouterr().err
 
 
@@ -151,8 +150,8 @@ def test_same_transcript_as_evaluate(tmp_path, capsys):
 
 
 def test_audio_too_short_for_the_convolutions_keeps_its_true_length(tiny, tmp_path, capsys):
-    """As in training's evaluation: 0.2 s (21 frames < 31) is padded for the convolutions but keeps
-    its length, so it has no output frame and an empty transcript."""
+    """As in training's evaluation: 0.2 s (21 frames < 31) goes in with its true length (the model
+    pads it for the convolutions itself), so it has no output frame and an empty transcript."""
     from pytorch import transcribe as module
 
     ckpt = tiny[0]
@@ -165,5 +164,5 @@ def test_audio_too_short_for_the_convolutions_keeps_its_true_length(tiny, tmp_pa
         seen.append((feats.shape[2], int(lengths[0]))),
         real_forward(feats, lengths),
     )[1]
-    assert module.transcribe(model, p, module.features_of(short, p), "cpu") == ""
-    assert seen == [(31, 21)]
+    assert module.transcribe(model, module.features_of(short, p), "cpu") == ""
+    assert seen == [(21, 21)]
