@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exit_status import ExitStatus
-from pytorch import mlperf
+from pytorch import mlperf, run_and_time
 from tests import trainer_fixtures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +36,41 @@ def test_bad_arguments_exit_2_before_timing(tmp_path):
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert "STARTING TIMING RUN" not in done.stdout
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"NPROC": "2x"}, "NPROC='2x': must be a whole number >= 1"),
+        ({"NPROC": "0"}, "NPROC='0': must be a whole number >= 1"),
+        ({"NNODES": "2"}, "NNODES > 1 needs NODE_RANK and MASTER_ADDR"),
+        ({"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "node0"}, "NODE_RANK=2: must be below NNODES=2"),
+    ],
+)
+def test_bad_launch_environment_exits_2_before_timing(tmp_path, monkeypatch, capsys, env, message):
+    trainer_fixtures.write_dataset(tmp_path / "tiny")
+    for name in ("NPROC", "NNODES", "NODE_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = ["--data-dir", str(tmp_path / "tiny"), "--results-dir", str(tmp_path / "r"), "preset=tiny"]
+    assert run_and_time.main(args) == ExitStatus.USAGE
+    out, err = capsys.readouterr()
+    assert message in err and "STARTING TIMING RUN" not in out and "RESULT" not in out
+
+
+def test_missing_data_is_reported_before_the_timing_starts(tmp_path, capsys):
+    args = ["--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path / "r"), "preset=tiny"]
+    assert run_and_time.main(args) == ExitStatus.ERROR
+    out, err = capsys.readouterr()
+    assert f"--data-dir {tmp_path / 'nowhere'}: no such directory" in err
+    assert "STARTING TIMING RUN" not in out and "RESULT" not in out and not (tmp_path / "r").exists()
+
+
+def test_dry_run_without_data_shows_the_model(tmp_path, capsys):
+    assert run_and_time.main(["--dry-run", "--data-dir", str(tmp_path / "nowhere")]) == ExitStatus.OK
+    out = capsys.readouterr().out
+    assert "Number of parameters: 207,352,608" in out and "data not checked" in out
 
 
 def test_tiny_timed_run(tmp_path):

@@ -387,3 +387,91 @@ def test_dry_run_needs_no_data(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Number of parameters: 207,352,608" in out and "recurrent layers compute in bfloat16" in out
     assert f"No prepared dataset at {tmp_path / 'nothing'}: data not checked" in out
+
+
+# ---------------------------------------------------------------- memory, disks, checkpoints
+
+
+def test_largest_micro_batch_is_the_most_padded_frames_of_the_run(data_dir):
+    p = params.parse(TINY + ["batch_size=8", "gradient_accumulation_steps=2"])
+    split = loader.open_split(data_dir, "train")
+    n, frames = train.largest_micro_batch(split, p, distributed.single("cpu"))
+    by_hand = max(
+        (len(part), int(split.manifest.frames[part[-1]]))
+        for b in loader.global_batches(len(split), 8, False, 1, 0)
+        for part in loader.split_evenly(b, 2)
+        if part
+    )
+    assert (n, frames) == by_hand
+    slowed = params.parse(
+        TINY + ["batch_size=8", "gradient_accumulation_steps=2", "tempo_perturb=true", "tempo_low=0.5"]
+    )
+    assert train.largest_micro_batch(split, slowed, distributed.single("cpu")) == (n, 2 * frames)
+
+
+def test_memory_check_runs_the_longest_micro_batch_and_changes_nothing(data_dir):
+    trainer = trainer_of(params.parse(TINY + ["batch_size=8"]))
+    before = copy.deepcopy(trainer.model.state_dict())
+    figures = train.check_memory(trainer, loader.open_split(data_dir, "train"))
+    assert figures["utterances"] >= 1 and figures["frames"] > 0 and figures["peak_bytes"] is None
+    assert untouched(trainer.model, before) and all(t.grad is None for t in trainer.model.parameters())
+
+
+def test_out_of_memory_on_the_longest_micro_batch_names_the_knobs_that_size_it(data_dir, monkeypatch):
+    def too_big(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    monkeypatch.setattr(train, "micro_batch_loss", too_big)
+    trainer = trainer_of(params.parse(TINY + ["batch_size=8", "gradient_accumulation_steps=2", "max_duration=30"]))
+    with pytest.raises(train.TrainError) as err:
+        train.check_memory(trainer, loader.open_split(data_dir, "train"))
+    for knob in ("batch_size=8", "gradient_accumulation_steps=2", "max_duration=30", "utterances of up to"):
+        assert knob in str(err.value)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_clear_error(data_dir, tmp_path, monkeypatch, capsys):
+    """torch reports a failed write as 'RuntimeError: ... unexpected pos ...'; the user reads where and why."""
+
+    def full_disk(state, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed; unexpected pos 924623 vs 552896")  # fmt: skip
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: type("U", (), {"free": 0})())
+    assert run(data_dir, tmp_path / "r", *TINY, "epochs=1", "target_wer=0") == ExitStatus.ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "cannot write the checkpoint" in err and "no space left" in err
+    assert str(tmp_path / "r" / "checkpoints" / "last.pt") in err
+    assert not list((tmp_path / "r" / "checkpoints").glob(".*tmp*"))
+
+
+def test_an_unwritable_results_directory_is_named(data_dir, tmp_path, monkeypatch, capsys):
+    # Root ignores file modes, so the refusal is simulated where the trainer first writes.
+    real_write_bytes = type(tmp_path).write_bytes
+
+    def refuse(self, data):
+        if self.name.startswith(".write-test"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(type(tmp_path), "write_bytes", refuse)
+    (tmp_path / "r").mkdir()
+    assert run(data_dir, tmp_path / "r", *TINY, "epochs=1") == ExitStatus.ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--results-dir" in err and "permission denied" in err
+
+
+def test_a_killed_runs_half_written_checkpoint_is_cleaned_on_resume(data_dir, tmp_path):
+    assert run(data_dir, tmp_path / "r", *LEARNS, "epochs=1", "target_wer=0") == ExitStatus.TARGET_MISSED
+    stale = tmp_path / "r" / "checkpoints" / ".last.pt.tmp.12345"
+    stale.write_bytes(b"half a checkpoint")
+    assert run(data_dir, tmp_path / "r", *LEARNS, "epochs=2", "target_wer=0", flags=["--resume"]) == 3
+    assert not stale.exists()
+
+
+def test_a_foreign_checkpoint_never_suggests_loading_it_unsafely(tmp_path):
+    path = tmp_path / "pickled.pt"
+    torch.save({"format": checkpoint.FORMAT, "code": FakeCounts(1.0)}, path)  # needs pickled code to load
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.load(path)
+    assert str(path) in str(err.value) and "weights_only" not in str(err.value)
