@@ -1,0 +1,56 @@
+"""bench/epoch_time.py on CPU with the tiny preset: the projection's arithmetic and its outputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+import params
+from bench import epoch_time
+from tests import trainer_fixtures
+
+
+def test_librispeech_shaped_durations_have_its_size_total_and_tail():
+    seconds = epoch_time.librispeech_durations()
+    assert len(seconds) == 281_241 and seconds.sum() / 3600 == pytest.approx(960.9)
+    assert seconds.mean() == pytest.approx(12.3, abs=0.01) and 34 < seconds.max() <= 35.2
+    assert np.all(np.diff(seconds) >= 0)
+
+
+def test_buckets_cover_every_step_once_with_per_device_micro_batches():
+    durations = epoch_time.librispeech_durations()[::100]
+    p = params.make({"preset": "tiny", "batch_size": 32, "gradient_accumulation_steps": 2})
+    buckets = epoch_time.buckets_of(durations, p, world_size=4, n_buckets=5)
+    assert len(buckets) == 5 and sum(b.steps for b in buckets) == -(-len(durations) // 32)
+    assert sum(b.utterances for b in buckets) == len(durations)
+    assert all(b.micro_batch == 4 for b in buckets)  # 32 / (4 devices x 2 accumulation steps)
+    assert [b.frames for b in buckets] == sorted(b.frames for b in buckets)
+
+
+def test_projection_on_cpu(tmp_path, capsys):
+    out = tmp_path / "e.json"
+    assert epoch_time.main(["preset=tiny", "--buckets", "2", "--steps", "1", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["epoch_s"] == pytest.approx(sum(b["steps"] * b["step_s"] for b in result["buckets"]))
+    assert result["ten_epochs_s"] == pytest.approx(10 * result["epoch_s"])
+    assert result["utt_per_s"] == pytest.approx(281_241 / result["epoch_s"])
+    assert 0 < result["efficiency"] < 1 and result["recurrent_dtype"] == "float32"
+    assert "projected: one epoch" in capsys.readouterr().out
+
+
+def test_real_durations_from_a_manifest(tmp_path, capsys):
+    data = trainer_fixtures.write_dataset(tmp_path / "data")
+    args = ["preset=tiny", "--manifest", str(data / "manifests" / "train.jsonl"), "--buckets", "1", "--steps", "1"]
+    assert epoch_time.main(args) == 0
+    assert "durations: 24 utterances" in capsys.readouterr().out
+
+
+def test_sweep_covers_batch_sizes_and_precisions():
+    args = epoch_time.parse_args(["preset=tiny", "--sweep", "--device", "cpu"])
+    configs = [(p.batch_size, p.precision) for p in epoch_time.configurations(args)]
+    assert configs == [(b, x) for b in (8, 32, 128, 256) for x in ("fp32", "bf16")]
+
+
+def test_bad_division_is_a_usage_error(capsys):
+    assert epoch_time.main(["preset=tiny", "batch_size=6", "--world-size", "4"]) == 2
+    assert "batch_size=6: must be divisible by --world-size 4" in capsys.readouterr().err
