@@ -2,12 +2,13 @@
 PY := .venv/bin/python
 SETUP_STAMP := .venv/.setup-done
 
-.PHONY: setup test test-all demo clean-demo help
+.PHONY: setup test test-all demo clean-demo gpu-check help
 
 help:
 	@echo "make setup     create .venv and install everything (Debian packages too)"
 	@echo "make demo      the whole benchmark end to end on a synthetic corpus, on this CPU"
 	@echo "make test      the test suite (what CI runs); make test-all includes the slow tests"
+	@echo "make gpu-check prove a CUDA machine offline (its own python3 and torch; README: GPU machines)"
 
 setup: $(SETUP_STAMP)
 
@@ -26,3 +27,7 @@ demo: setup
 
 clean-demo:
 	rm -rf demo
+
+# No setup here: a GPU machine keeps its own torch (scripts/install_wheelhouse.sh installs the rest).
+gpu-check:
+	scripts/gpu-check.sh
