@@ -140,7 +140,9 @@ def wrap(model: torch.nn.Module, world: World) -> torch.nn.Module:
         return model
     ddp = torch.nn.parallel.DistributedDataParallel(
         model,
-        device_ids=[world.device.index] if world.device.type == "cuda" else None,
+        # No device_ids: DDP would then copy every input tensor to the GPU, the lengths too, which must
+        # stay on the host (CTC reads them there; copying them back would stop the host once per step).
+        device_ids=None,
         broadcast_buffers=False,
         gradient_as_bucket_view=True,
     )
