@@ -13,26 +13,11 @@ import params
 from pytorch import checkpoint
 from pytorch.evaluate import main
 from pytorch.inference import load_model
-from pytorch.model import DeepSpeech2
 from tests import trainer_fixtures
 
 
-def write_checkpoint(path, p: params.Params, seed: int = 0) -> DeepSpeech2:
-    """A checkpoint as training writes it (checkpoint.snapshot + save) of a randomly initialised model."""
-    torch.manual_seed(seed)
-    model = DeepSpeech2(p)
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so a wrong load would show
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=p.lr)
-    checkpoint.save(path, checkpoint.snapshot(model, optimizer, None, p, {"epoch": 1}))
-    return model
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, write_checkpoint):
     """(checkpoint path, data dir, Params) for preset=tiny."""
     root = tmp_path_factory.mktemp("evaluate")
     p = params.make({"preset": "tiny"})
@@ -92,7 +77,7 @@ def test_batch_size_does_not_change_the_result(setup, tmp_path, capsys):
     assert outputs[0] == outputs[1]
 
 
-def test_load_model_restores_the_saved_model(setup, tmp_path):
+def test_load_model_restores_the_saved_model(setup, tmp_path, write_checkpoint):
     _, _, p = setup
     saved = write_checkpoint(tmp_path / "c.pt", p, seed=7).eval()
     loaded, loaded_p = load_model(tmp_path / "c.pt", "cpu")

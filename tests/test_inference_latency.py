@@ -6,7 +6,6 @@ import pytest
 
 import params
 from bench.inference_latency import COLUMNS, frames_for, main, summarise
-from tests.test_evaluate import write_checkpoint
 
 TINY_GRID = ["--batch-sizes", "1,2", "--durations", "0.5", "--warmup", "0", "--iterations", "1"]
 
@@ -25,7 +24,7 @@ def test_tiny_grid_prints_the_table_and_writes_json(tmp_path, capsys):
     assert all(r["avg_ms"] > 0 for r in report["rows"])
 
 
-def test_checkpoint_weights_are_timed(tmp_path, capsys):
+def test_checkpoint_weights_are_timed(tmp_path, capsys, write_checkpoint):
     p = params.make({"preset": "tiny", "hidden_size": 24})
     write_checkpoint(tmp_path / "c.pt", p)
     assert main(["--checkpoint", str(tmp_path / "c.pt"), *TINY_GRID, "--json", str(tmp_path / "j.json")]) == 0

@@ -17,11 +17,10 @@ from pytorch import evaluate, loader
 from pytorch.inference import load_model
 from pytorch.transcribe import features_of, main, read_audio
 from tests import corpus
-from tests.test_evaluate import write_checkpoint
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, write_checkpoint):
     """(checkpoint path, Params, a 16 kHz mono FLAC, a 22.05 kHz stereo WAV)."""
     root = tmp_path_factory.mktemp("transcribe")
     p = params.make({"preset": "tiny"})
@@ -113,7 +112,7 @@ def test_help_says_only_greedy_decoding():
     assert "greedy" in out and "--checkpoint" in out
 
 
-def test_same_transcript_as_evaluate(tmp_path, capsys):
+def test_same_transcript_as_evaluate(tmp_path, capsys, write_checkpoint):
     """End to end: evaluate's hypothesis for a prepared utterance = transcribe's for its FLAC."""
     p = params.make({"preset": "tiny"})
     data_dir = corpus.write_tree(tmp_path / "data", {"dev-clean": (1, 3)}, seconds=(0.6, 1.0))
