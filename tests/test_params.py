@@ -55,9 +55,17 @@ def test_bad_params_name_the_parameter(args, message):
     assert message in str(err.value)
 
 
-def test_every_preset_is_valid():
+def test_every_preset_is_valid_and_trainable():
+    import torch
+
+    from pytorch import train
+    from pytorch.model import DeepSpeech2
+
     for name in params.available_presets():
-        params.parse([f"preset={name}"])
+        p = params.parse([f"preset={name}"])
+        train.check_trainable(p)
+        with torch.device("meta"):  # the shapes only: full-size presets build in milliseconds
+            DeepSpeech2(p)
 
 
 def test_every_knob_says_its_group_rule_and_help():
