@@ -30,7 +30,8 @@ import urllib3
 
 import params
 from data import librispeech
-from data.files import write_atomically
+from data.dataset_dir import DatasetDir, DatasetError
+from data.files import file_digest
 from data.progress import progress_bar
 
 CHUNK = 1 << 20
@@ -67,17 +68,18 @@ class Config:
     timeout: float = 60.0  # s; connect and read timeout
     remove_archives: bool = False
 
+    @property
+    def dataset(self) -> DatasetDir:
+        return DatasetDir(self.data_dir)
+
     def url(self, subset: str) -> str:
         return f"{self.mirror.rstrip('/')}/{librispeech.archive_name(subset)}"
 
     def archive(self, subset: str) -> Path:
-        return self.data_dir / "archives" / librispeech.archive_name(subset)
+        return self.dataset.archive(subset)
 
     def part(self, subset: str) -> Path:
-        return self.archive(subset).with_name(librispeech.archive_name(subset) + ".part")
-
-    def marker(self, stage: str, subset: str) -> Path:
-        return self.data_dir / ".state" / f"{stage}-{subset}.done"
+        return self.dataset.part(subset)
 
     def md5_line(self, subset: str) -> str:
         name = librispeech.archive_name(subset)
@@ -107,38 +109,23 @@ def load_checksums(path: str | Path) -> dict[str, str]:
 
 def is_done(cfg: Config, stage: str, subset: str) -> bool:
     """A stage counts as done only if its marker exists and the download marker holds today's md5."""
-    download = cfg.marker("download", subset)
-    if not download.is_file() or download.read_text() != cfg.md5_line(subset):
+    if cfg.dataset.marker_text("download", subset) != cfg.md5_line(subset):
         return False
-    return stage == "download" or cfg.marker(stage, subset).is_file()
+    return stage == "download" or cfg.dataset.is_marked(stage, subset)
 
 
 def clear_stale_markers(cfg: Config, subset: str) -> None:
     """Forget every stage of a subset whose download marker names another md5 than expected (and
     delete its archive and .part: they hold the old content), and the download of an archive
     deleted by hand before it was extracted."""
-    download = cfg.marker("download", subset)
-    if download.is_file() and download.read_text() != cfg.md5_line(subset):
+    dataset = cfg.dataset
+    if dataset.marker_text("download", subset) not in (None, cfg.md5_line(subset)):
         for stage in ("download", "extract", "prepare"):
-            cfg.marker(stage, subset).unlink(missing_ok=True)
+            dataset.unmark(stage, subset)
         cfg.archive(subset).unlink(missing_ok=True)
         cfg.part(subset).unlink(missing_ok=True)
     if is_done(cfg, "download", subset) and not is_done(cfg, "extract", subset) and not cfg.archive(subset).is_file():
-        download.unlink()
-
-
-def file_md5(path: Path, limit: int | None = None) -> "hashlib._Hash":
-    """md5 object over the first `limit` bytes of path (all if None)."""
-    digest = hashlib.md5()
-    remaining = limit if limit is not None else float("inf")
-    with open(path, "rb") as f:
-        while remaining > 0:
-            chunk = f.read(int(min(CHUNK, remaining)))
-            if not chunk:
-                break
-            digest.update(chunk)
-            remaining -= len(chunk)
-    return digest
+        dataset.unmark("download", subset)
 
 
 # ---------------------------------------------------------------- fetching
@@ -212,7 +199,7 @@ class _Transfer:
         self.md5 = hashlib.md5()
         if self.part.exists():  # resuming a previous run: hash what is already there, once
             self.done = self.part.stat().st_size
-            self.md5 = file_md5(self.part, self.done)
+            self.md5 = file_digest(self.part, "md5", limit=self.done)
 
     def restart(self) -> None:
         self.done, self.md5 = 0, hashlib.md5()
@@ -313,7 +300,7 @@ def download(cfg: Config, subset: str, position: int = 0) -> None:
     """Make archives/<subset>.tar.gz exist with the expected md5, and mark it so."""
     final = cfg.archive(subset)
     if final.is_file():  # archived by a run killed before its marker, or put there by hand
-        actual, expected = file_md5(final).hexdigest(), cfg.md5s[librispeech.archive_name(subset)]
+        actual, expected = file_digest(final, "md5").hexdigest(), cfg.md5s[librispeech.archive_name(subset)]
         if actual != expected:  # local content (e.g. of an older corpus), not the mirror's fault
             final.unlink()
             print(
@@ -324,7 +311,7 @@ def download(cfg: Config, subset: str, position: int = 0) -> None:
     if not final.is_file():
         verify(cfg, subset, fetch_archive(cfg, subset, position), cfg.part(subset))
         os.replace(cfg.part(subset), final)
-    write_atomically(cfg.marker("download", subset), cfg.md5_line(subset))
+    cfg.dataset.mark("download", subset, cfg.md5_line(subset))
 
 
 # ---------------------------------------------------------------- extraction
@@ -376,7 +363,7 @@ def safe_extract(cfg: Config, subset: str) -> None:
         _move_into_place(archive, subset, tmp, cfg.data_dir / "LibriSpeech")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    write_atomically(cfg.marker("extract", subset), "")
+    cfg.dataset.mark("extract", subset)
     if cfg.remove_archives:
         archive.unlink()
 
@@ -523,11 +510,11 @@ def fetch_all(cfg: Config, subsets: list[str], jobs: int) -> list[str]:
 
 
 def run_prepare(data_dir: Path, subsets: list[str], p: params.Params, jobs: int) -> None:
-    from data.prepare import PrepareError, prepare  # lazy: torch is only needed from here on
+    from data.prepare import prepare  # lazy: torch is only needed from here on
 
     try:
         prepare(data_dir, subsets, p, jobs)
-    except PrepareError as err:
+    except DatasetError as err:
         raise DownloadError(f"preparing the features: {err}") from None
 
 

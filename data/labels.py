@@ -3,11 +3,16 @@
 Index 0 is the CTC blank, index 28 the space, as in the 2018 reference's labels.json.
 """
 
+import numpy as np
+
 BLANK = 0
 LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 assert len(LABELS) == 29
 
 _INDEX = {char: i for i, char in enumerate(LABELS) if i != BLANK}
+# byte -> label index, -1 for a byte that is no label: encodes whole arrays of ASCII text at once
+CODES = np.full(256, -1, np.int8)
+CODES[[ord(char) for char in _INDEX]] = list(_INDEX.values())
 
 
 class UnknownCharacter(ValueError):
@@ -35,6 +40,12 @@ def encode(text: str) -> list[int]:
         return [_INDEX[char] for char in text]
     except KeyError as err:
         raise _unknown(err.args[0]) from None
+
+
+def encode_bytes(text: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes (L,) uint8 -> label indices (L,) int8, -1 where a byte is not a label's character
+    (the caller names the utterance and character: `encode` on its text says which)."""
+    return CODES[text]
 
 
 def decode(indices) -> str:

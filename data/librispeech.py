@@ -1,6 +1,9 @@
 """Facts about LibriSpeech (openslr resource 12): the one place they are written down."""
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from data import labels
 
 MIRROR = "https://www.openslr.org/resources/12"
 
@@ -43,3 +46,46 @@ def archive_name(subset: str) -> str:
 def official_md5s() -> dict[str, str]:
     """archive file name -> md5, in the form of an md5sum.txt."""
     return {archive_name(s.name): s.md5 for s in SUBSETS.values()}
+
+
+# ---------------------------------------------------------------- transcripts (<spk>-<chap>.trans.txt)
+
+
+def transcript_file(chapter_dir) -> str:
+    """The name of a chapter directory's transcript file: <spk>-<chap>.trans.txt."""
+    chapter_dir = PurePosixPath(chapter_dir)
+    return f"{chapter_dir.parent.name}-{chapter_dir.name}.trans.txt"
+
+
+def read_transcripts(data: bytes, prefix: str, name: str) -> tuple[dict[str, str], list[str]]:
+    """A trans.txt file's bytes -> ({utterance id: normalised transcript}, problems).
+
+    Each line is '<id> <TRANSCRIPT>' (any white space after the id); every id must start with
+    prefix ('<spk>-<chap>-'). Problems name `name`:line. The one parser for preparation, which stops
+    at the first problem (it makes nothing of a bad chapter), and verification, which reports them
+    all: both must read a file alike. A line with a bad character still gives its id (with the text
+    as written), so that its FLAC is not also reported as lacking a transcript.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return {}, [f"{name}: not UTF-8 (byte {data[err.start]:#04x} at offset {err.start})"]
+    transcripts, problems = {}, []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split(None, 1)
+        if not fields:
+            continue
+        uid, words = fields[0], fields[1] if len(fields) > 1 else ""
+        if not uid.startswith(prefix) or not words.split():
+            problems.append(f"{name}:{number}: expected '{prefix}NNNN TRANSCRIPT', got {line!r}")
+            continue
+        if uid in transcripts:
+            problems.append(f"{name}:{number}: utterance {uid} listed twice")
+            continue
+        try:
+            transcripts[uid] = labels.normalise(words)
+            labels.encode(transcripts[uid])
+        except labels.UnknownCharacter as err:
+            problems.append(f"utterance {uid} ({name}:{number}): {err}")
+            transcripts[uid] = " ".join(words.split())
+    return transcripts, problems

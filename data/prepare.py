@@ -8,9 +8,6 @@ See ARCHITECTURE.md for the layout and the manifest row.
 """
 
 import argparse
-import hashlib
-import heapq
-import json
 import multiprocessing
 import os
 import sys
@@ -23,14 +20,15 @@ import soundfile as sf
 import torch
 
 import params
-from data import labels
+from data import dataset_dir
+from data.dataset_dir import DatasetDir, DatasetError, make_row, row_key, row_line
 from data.features import extract, frame_count
-from data.files import replacing, write_atomically
-from data.librispeech import SPLITS, SUBSETS
+from data.files import save_npy_atomically, sha256_file, write_atomically, write_if_changed
+from data.librispeech import SPLITS, SUBSETS, read_transcripts, transcript_file
 from data.progress import progress_bar
 
 
-class PrepareError(ValueError):
+class PrepareError(DatasetError):
     """Bad input data or state; the message names the file or utterance."""
 
 
@@ -48,60 +46,19 @@ class ChapterResult:
     audio_seconds: float
 
 
-# ---------------------------------------------------------------- small file helpers
-
-
-def write_atomic(path: Path, data: bytes | str) -> str:
-    """Write all or nothing; return the content's sha256."""
-    data = data.encode() if isinstance(data, str) else data
-    write_atomically(path, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> str:
-    """np.save all or nothing; return the file's sha256 (read back from the page cache: cheaper than
-    np.save into memory, which copies the array twice)."""
-    with replacing(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
-    return sha256_file(path)
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def read_transcripts(path: Path, prefix: str) -> dict[str, str]:
-    """<spk>-<chap>.trans.txt -> {utterance id: normalised transcript}; every id must start with prefix."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PrepareError(f"{path}: transcript file missing") from None
-    except UnicodeDecodeError as err:
-        raise PrepareError(f"{path}: not UTF-8 ({err})") from None
-    transcripts = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        uid, _, words = line.strip().partition(" ")
-        if not uid.startswith(prefix) or not words.split():
-            raise PrepareError(f"{path}:{number}: expected '{prefix}NNNN TRANSCRIPT', got {line!r}")
-        if uid in transcripts:
-            raise PrepareError(f"{path}:{number}: utterance {uid} listed twice")
-        try:
-            transcript = labels.normalise(words)
-            labels.encode(transcript)
-        except labels.UnknownCharacter as err:
-            raise PrepareError(f"utterance {uid} ({path}:{number}): {err}") from None
-        transcripts[uid] = transcript
-    return transcripts
+# ---------------------------------------------------------------- one chapter's inputs
 
 
 def chapter_utterances(chapter_dir: Path) -> tuple[dict[str, str], list[Path], str]:
     """The chapter's transcripts, its FLACs (sorted by id) and the trans.txt name, cross-checked."""
-    speaker, chapter = chapter_dir.parent.name, chapter_dir.name
-    trans = chapter_dir / f"{speaker}-{chapter}.trans.txt"
-    transcripts = read_transcripts(trans, f"{speaker}-{chapter}-")
+    trans = chapter_dir / transcript_file(chapter_dir)
+    try:
+        data = trans.read_bytes()
+    except FileNotFoundError:
+        raise PrepareError(f"{trans}: transcript file missing") from None
+    transcripts, problems = read_transcripts(data, f"{chapter_dir.parent.name}-{chapter_dir.name}-", str(trans))
+    if problems:  # the first is enough: nothing of a bad chapter is kept
+        raise PrepareError(problems[0])
     flacs = sorted(chapter_dir.glob("*.flac"))
     for flac in flacs:
         if flac.stem not in transcripts:
@@ -136,23 +93,10 @@ def _decode(path: Path, p: params.Params) -> tuple[np.ndarray, str]:
 
 
 def _row(task: ChapterTask, uid: str, transcript: str, samples: int, offset: int, shard: str) -> dict:
-    subset = Path(task.chapter).parts[1]
-    return {
-        "id": uid,
-        "subset": subset,
-        "duration": round(samples / task.p.sample_rate, 4),
-        "frames": frame_count(samples, task.p),
-        "transcript": transcript,
-        "audio": f"{task.chapter}/{uid}.flac",
-        "features": shard,
-        "offset": offset,
-    }
-
-
-def shard_path(chapter: str) -> str:
-    """LibriSpeech/<subset>/<spk>/<chap> -> features/<subset>/<spk>-<chap>.npy"""
-    _, subset, speaker, chap = Path(chapter).parts
-    return f"features/{subset}/{speaker}-{chap}.npy"
+    duration, frames = round(samples / task.p.sample_rate, 4), frame_count(samples, task.p)
+    return make_row(
+        uid, Path(task.chapter).parts[1], duration, frames, transcript, f"{task.chapter}/{uid}.flac", shard, offset
+    )
 
 
 def process_chapter(task: ChapterTask) -> ChapterResult:
@@ -160,7 +104,7 @@ def process_chapter(task: ChapterTask) -> ChapterResult:
     root = Path(task.data_dir)
     chapter_dir = root / task.chapter
     transcripts, flacs, trans_name = chapter_utterances(chapter_dir)
-    shard = shard_path(task.chapter)
+    shard = dataset_dir.shard_of(task.chapter)
     trans_hash = (f"{task.chapter}/{trans_name}", sha256_file(chapter_dir / trans_name))
     rows, hashes, audio, offset = [], [trans_hash], [], 0
     for flac in flacs:  # the whole chapter's audio first, to size the shard: ~25 MB at most
@@ -177,7 +121,9 @@ def process_chapter(task: ChapterTask) -> ChapterResult:
         for row, samples in zip(rows, audio):
             # copy_ converts to float16 and lays out (T, F) in one pass, straight into the shard.
             out[row["offset"] : row["offset"] + row["frames"]].copy_(extract(torch.from_numpy(samples), task.p))
-    hashes.append((shard, save_npy_atomic(root / shard, frames)))
+    save_npy_atomically(root / shard, frames)
+    # sha256 read back from the page cache: cheaper than np.save into memory, which copies the array twice.
+    hashes.append((shard, sha256_file(root / shard)))
     return ChapterResult(rows, hashes, sum(r["duration"] for r in rows))
 
 
@@ -225,130 +171,74 @@ def _run_chapters(tasks: list[ChapterTask], jobs: int, subset: str):
             pool.join()
 
 
-def _state(data_dir: Path, stage: str, subset: str) -> Path:
-    return data_dir / ".state" / f"{stage}-{subset}.done"
-
-
-def _sort_key(row: dict) -> tuple[float, str]:
-    return row["duration"], row["id"]
-
-
-def prepare_subset(data_dir: Path, subset: str, p: params.Params, jobs: int) -> int:
+def prepare_subset(dataset: DatasetDir, subset: str, p: params.Params, jobs: int) -> int:
     """Shards, manifest, checksums and marker of one subset; returns its utterance count.
 
     Every chapter's shard is recomputed: one left by an earlier (killed, or other-config) run may be
     damaged or stale in ways no cheap check sees, and recomputing costs about 1 CPU-s per 3000 audio-s.
     """
-    features_dir = data_dir / "features" / subset
+    features_dir = dataset.features(subset)
     if features_dir.is_dir():
         for stale in features_dir.glob(".*.tmp.*"):  # left by a killed run
             stale.unlink()
-    tasks = [ChapterTask(str(data_dir), chapter, p) for chapter in find_chapters(data_dir, subset)]
+    tasks = [ChapterTask(str(dataset.root), chapter, p) for chapter in find_chapters(dataset.root, subset)]
     rows, hashes = [], []
     for result in _run_chapters(tasks, jobs, subset):
         rows.extend(result.rows)
         hashes.extend(result.hashes)
-    rows.sort(key=_sort_key)
-    manifest = f"manifests/{subset}.jsonl"
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    hashes.append((manifest, write_atomic(data_dir / manifest, text)))
-    lines = "".join(f"{digest}  {path}\n" for path, digest in sorted(hashes))
-    write_atomic(data_dir / "checksums" / f"{subset}.sha256", lines)
-    write_atomic(_state(data_dir, "prepare", subset), "")
+    rows.sort(key=row_key)
+    manifest = dataset_dir.manifest_of(subset)
+    write_atomically(dataset.path(manifest), "".join(map(row_line, rows)))
+    hashes.append((manifest, sha256_file(dataset.path(manifest))))
+    hashes.append((dataset_dir.FEATURE_CONFIG, sha256_file(dataset.feature_config)))
+    write_atomically(dataset.checksums(subset), dataset_dir.checksum_text(hashes))
+    dataset.mark("prepare", subset)
     return len(rows)
 
 
-def _manifest_rows(path: Path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                try:
-                    row = json.loads(line)
-                    key = _sort_key(row)
-                except (ValueError, TypeError, KeyError) as err:
-                    raise PrepareError(
-                        f"{path}:{number}: not a manifest row ({err}); prepare its subset again with --force"
-                    ) from None
-                yield key, line
-    except FileNotFoundError:
-        raise PrepareError(
-            f"{path}: missing although its subset is marked prepared; prepare it again with --force"
-        ) from None
-    except UnicodeDecodeError as err:
-        raise PrepareError(f"{path}: not UTF-8 ({err}); prepare its subset again with --force") from None
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    """Whether both files exist with the same bytes (compared in chunks, not cached like filecmp)."""
-    try:
-        if a.stat().st_size != b.stat().st_size:
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            while chunk := fa.read(1 << 20):
-                if chunk != fb.read(len(chunk)):
-                    return False
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def write_if_changed(path: Path, lines) -> bool:
-    """Write the lines to a temp name; replace path only if the bytes differ (else leave path and its
-    mtime alone). Returns whether path was (re)written."""
-    with replacing(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.writelines(lines)
-        if _same_bytes(tmp, path):
-            tmp.unlink()
-            return False
-    return True
-
-
-def rebuild_splits(data_dir: Path) -> list[str]:
+def rebuild_splits(dataset: DatasetDir) -> list[str]:
     """manifests/<split>.jsonl = merge (by duration, id) of the split's prepared subsets.
 
     Every split is rebuilt (so one left stale by a run killed after a subset's marker is put
     right), but written only if its content changed; returns the splits written.
     """
     written = []
-    for split, members in SPLITS.items():
-        prepared = [s for s in members if _state(data_dir, "prepare", s).exists()]
-        if not prepared:
+    for split in SPLITS:
+        sources = dataset_dir.split_sources(dataset, split)
+        if not sources:
             continue
-        streams = [_manifest_rows(data_dir / "manifests" / f"{s}.jsonl") for s in prepared]
-        merged = (line for _, line in heapq.merge(*streams, key=lambda item: item[0]))
-        if write_if_changed(data_dir / "manifests" / f"{split}.jsonl", merged):
-            written.append(split)
+        try:
+            lines = dataset_dir.merged_lines([dataset.manifest(s) for s in sources])
+            if write_if_changed(dataset.manifest(split), lines):
+                written.append(split)
+        except DatasetError as err:
+            raise PrepareError(f"{err}; prepare its subset again with --force") from None
     return written
 
 
-def check_feature_config(data_dir: Path, p: params.Params, force: bool) -> None:
+def check_feature_config(dataset: DatasetDir, p: params.Params, force: bool) -> None:
     """Record p.feature_config() in features/features.json.
 
     A different existing config is an error unless force (then every prepared subset is stale).
     """
-    path = data_dir / "features" / "features.json"
     wanted = p.feature_config()
-    if path.exists():
+    if dataset.feature_config.exists():
         try:
-            existing = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise PrepareError(f"{path}: not valid JSON ({err}); delete it and prepare again") from None
-        if existing == wanted:
+            dataset.check_feature_config(wanted, advice="pass the matching parameters, or --force to re-prepare")
             return
-        if not force:
-            raise PrepareError(
-                f"{path} records feature config {json.dumps(existing, sort_keys=True)} but this run asks for "
-                f"{json.dumps(wanted, sort_keys=True)}; pass the matching parameters, or --force to re-prepare"
-            )
-        for marker in (data_dir / ".state").glob("prepare-*.done"):
-            marker.unlink()
-    write_atomic(path, json.dumps(wanted, indent=1, sort_keys=True) + "\n")
+        except dataset_dir.FeatureConfigError:
+            if not force:
+                raise
+        except DatasetError as err:
+            raise PrepareError(f"{err}; delete it and prepare again") from None
+        for subset in dataset.marked("prepare"):
+            dataset.unmark("prepare", subset)
+    dataset.record_feature_config(wanted)
 
 
-def extracted_subsets(data_dir: Path) -> list[str]:
-    """Subsets with a .state/extract-<subset>.done marker, in the official order."""
-    return [s for s in SUBSETS if _state(data_dir, "extract", s).exists()]
+def extracted_subsets(dataset: DatasetDir) -> list[str]:
+    """Official subsets with a .state/extract-<subset>.done marker, in the official order."""
+    return [s for s in dataset.marked("extract") if s in SUBSETS]
 
 
 def prepare(data_dir, subsets=None, p: params.Params | None = None, jobs: int = 1, force: bool = False) -> None:
@@ -357,9 +247,9 @@ def prepare(data_dir, subsets=None, p: params.Params | None = None, jobs: int = 
     Subsets already marked prepared are skipped (no work) unless force, which redoes them and accepts a
     feature config different from features/features.json.
     """
-    data_dir = Path(data_dir)
+    dataset = DatasetDir(data_dir)
     p = p or params.make()
-    subsets = list(subsets) if subsets else extracted_subsets(data_dir)
+    subsets = list(subsets) if subsets else extracted_subsets(dataset)
     if not subsets:
         raise PrepareError(
             f"{data_dir}: no extracted subsets (.state/extract-<subset>.done); download first or pass --subsets"
@@ -369,15 +259,15 @@ def prepare(data_dir, subsets=None, p: params.Params | None = None, jobs: int = 
         raise PrepareError(f"unknown subset(s) {', '.join(unknown)}; known: {', '.join(SUBSETS)}")
     if jobs < 1:
         raise PrepareError(f"--jobs {jobs}: must be at least 1")
-    check_feature_config(data_dir, p, force)
-    todo = [s for s in subsets if force or not _state(data_dir, "prepare", s).exists()]
+    check_feature_config(dataset, p, force)
+    todo = [s for s in subsets if force or not dataset.is_marked("prepare", s)]
     if not todo:
         print(f"already prepared: {', '.join(subsets)}", file=sys.stderr)
     for subset in todo:
-        _state(data_dir, "prepare", subset).unlink(missing_ok=True)
-        count = prepare_subset(data_dir, subset, p, jobs)
+        dataset.unmark("prepare", subset)
+        count = prepare_subset(dataset, subset, p, jobs)
         print(f"prepared {subset}: {count} utterances", file=sys.stderr)
-    for split in rebuild_splits(data_dir):
+    for split in rebuild_splits(dataset):
         print(f"wrote manifests/{split}.jsonl", file=sys.stderr)
 
 
@@ -397,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         p = params.parse(args.overrides)
         subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
         prepare(args.data_dir, subsets, p, args.jobs, args.force)
-    except (PrepareError, params.ParamError) as err:
+    except (DatasetError, params.ParamError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -19,8 +19,6 @@ and are not part of the digest.
 
 import argparse
 import hashlib
-import heapq
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -29,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.labels import UnknownCharacter, normalise
-from data.librispeech import SPLITS, SUBSETS
-from data.manifest import FIELDS
+from data import dataset_dir
+from data.dataset_dir import DatasetDir, DatasetError, RowError, parse_row, row_key
+from data.files import sha256_file
+from data.librispeech import SPLITS, SUBSETS, read_transcripts, transcript_file
 from data.progress import progress_bar
 
 
@@ -46,27 +45,17 @@ class Report:
         return not self.problems
 
 
-def sha256_file(path: Path) -> str | None:
-    """sha256 of the file's bytes, or None if it does not exist."""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except (FileNotFoundError, IsADirectoryError):
-        return None
-
-
-def read_records(data_dir: Path, report: Report) -> dict[str, dict[str, str]]:
+def read_records(dataset: DatasetDir, report: Report) -> dict[str, dict[str, str]]:
     """{subset: {relative path: sha256}} from checksums/<subset>.sha256."""
     records = {}
-    for path in sorted((data_dir / "checksums").glob("*.sha256")):
+    for path in sorted((dataset.root / "checksums").glob("*.sha256")):
         subset, listed = path.stem, {}
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            digest, sep, name = line.partition("  ")
-            bad = len(digest) != 64 or not sep or name.startswith("/") or ".." in Path(name).parts
-            if bad:
+            entry = dataset_dir.parse_checksum_line(line)
+            if entry is None:
                 report.problems.append(f"malformed: checksums/{path.name}:{number}: {line!r}")
                 continue
-            listed[name] = digest
+            listed[entry[0]] = entry[1]
         records[subset] = listed
     return records
 
@@ -75,7 +64,10 @@ def hash_all(data_dir: Path, paths: list[str], jobs: int) -> dict[str, str | Non
     """{path: sha256 or None if missing}, hashed by `jobs` threads (hashlib releases the GIL)."""
 
     def one(path):
-        return path, sha256_file(data_dir / path)
+        try:
+            return path, sha256_file(data_dir / path)
+        except (FileNotFoundError, IsADirectoryError):
+            return path, None
 
     with ThreadPool(max(1, jobs)) as pool:
         results = pool.imap_unordered(one, paths, chunksize=16)
@@ -90,49 +82,24 @@ def walk_files(base: Path, data_dir: Path) -> list[str]:
     return sorted(found)
 
 
-def read_transcripts(data_dir: Path, subset: str, report: Report) -> dict[str, tuple[str, str]]:
+def subset_transcripts(dataset: DatasetDir, subset: str, report: Report) -> dict[str, tuple[str, str]]:
     """{utterance id: (normalised transcript, trans.txt path)} over the subset's trans.txt files."""
     transcripts = {}
-    for path in sorted((data_dir / "LibriSpeech" / subset).glob("*/*/*.trans.txt")):
-        rel = path.relative_to(data_dir).as_posix()
-        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            uid, _, words = line.strip().partition(" ")
-            if uid:
-                if uid in transcripts:
-                    report.problems.append(f"duplicate: utterance {uid} in {rel}")
-                try:
-                    text = normalise(words)
-                except UnknownCharacter as err:
-                    report.problems.append(f"bad transcript: utterance {uid} ({rel}:{number}): {err}")
-                    text = " ".join(words.split())
-                transcripts[uid] = (text, rel)
+    for path in sorted(dataset.audio(subset).glob("*/*/*.trans.txt")):
+        rel = path.relative_to(dataset.root).as_posix()
+        if path.name != transcript_file(path.parent):
+            continue  # not the chapter's transcript: reported as an extra file
+        chapter, problems = read_transcripts(path.read_bytes(), f"{path.parent.parent.name}-{path.parent.name}-", rel)
+        report.problems += [f"bad transcript: {problem}" for problem in problems]
+        for uid, text in chapter.items():
+            if uid in transcripts:
+                report.problems.append(f"duplicate: utterance {uid} in {rel}")
+            transcripts[uid] = (text, rel)
     return transcripts
 
 
-def row_problem(line: bytes) -> tuple[dict | None, str | None]:
-    """(row, None) for a well-formed manifest line, else (None, what is wrong with it)."""
-    try:
-        row = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        return None, f"not UTF-8 (byte {line[err.start]:#04x} at column {err.start + 1})"
-    except json.JSONDecodeError as err:
-        return None, f"not JSON ({err.msg} at column {err.colno})"
-    if not isinstance(row, dict):
-        return None, f"a JSON {type(row).__name__}, not an object"
-    missing = [key for key in FIELDS if key not in row]
-    if missing:
-        return None, f"no {', '.join(repr(key) for key in missing)}"
-    for key, kinds in FIELDS.items():
-        if not isinstance(row[key], kinds) or isinstance(row[key], bool):
-            return (
-                None,
-                f"{key!r} is {type(row[key]).__name__} {str(row[key])[:40]!r}, "
-                f"not {' or '.join(t.__name__ for t in kinds)}",
-            )
-    return row, None
-
-
 def read_manifest(path: Path, rel: str, report: Report) -> list[dict]:
+    """The manifest's well-formed rows; each malformed one is a problem naming file and line."""
     rows = []
     try:
         lines = path.read_bytes().splitlines()
@@ -140,11 +107,10 @@ def read_manifest(path: Path, rel: str, report: Report) -> list[dict]:
         report.problems.append(f"missing: {rel}")
         return rows
     for number, line in enumerate(lines, 1):
-        row, problem = row_problem(line)
-        if problem:
-            report.problems.append(f"malformed: {rel}:{number}: {problem}")
-            continue
-        rows.append(row)
+        try:
+            rows.append(parse_row(line))
+        except RowError as err:
+            report.problems.append(f"malformed: {rel}:{number}: {err}")
     return rows
 
 
@@ -174,7 +140,7 @@ def check_rows(rows: list[dict], transcripts: dict, shards: Shards, rel: str, re
         if uid in seen:
             report.problems.append(f"duplicate: utterance {uid} in {rel}")
         seen.add(uid)
-        key = (row["duration"], uid)
+        key = row_key(row)
         if previous is not None and key < previous:
             report.problems.append(f"unsorted: {rel}:{number} (utterance {uid})")
         previous = key
@@ -193,7 +159,7 @@ def check_rows(rows: list[dict], transcripts: dict, shards: Shards, rel: str, re
             report.problems.append(
                 f"bad shard: {row['features']} (utterance {uid}): missing, not float16 or not {shards.n_features} wide"
             )
-        elif not (row["offset"] >= 0 and row["frames"] > 0 and row["offset"] + row["frames"] <= frames):
+        elif row["offset"] + row["frames"] > frames:
             report.problems.append(
                 f"features out of range: utterance {uid}: "
                 f"{row['features']}[{row['offset']}:+{row['frames']}] of {frames}"
@@ -212,17 +178,17 @@ def check_audio_files(files: list[str], transcripts: dict, report: Report) -> No
         report.problems.append(f"missing: FLAC of utterance {uid} ({transcripts[uid][1]})")
 
 
-def check_official(data_dir: Path, subset: str, utterances: int, report: Report) -> None:
+def check_official(dataset: DatasetDir, subset: str, utterances: int, report: Report) -> None:
     """Official utterance count when the download record holds the official archive md5."""
-    marker = data_dir / ".state" / f"download-{subset}.done"
     official = SUBSETS.get(subset)
     if official is None:
         report.notes.append(f"{subset}: not an official LibriSpeech subset; no official values to check")
         return
-    if not marker.exists():
+    marker = dataset.marker_text("download", subset)
+    if marker is None:
         report.notes.append(f"{subset}.tar.gz: no download record; official utterance count not checked")
         return
-    fields = marker.read_text(encoding="utf-8", errors="replace").split()
+    fields = marker.split()
     recorded = fields[0] if fields else ""
     if recorded != official.md5:
         report.notes.append(
@@ -237,73 +203,65 @@ def check_official(data_dir: Path, subset: str, utterances: int, report: Report)
         )
 
 
-def _keyed_lines(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            yield (row["duration"], row["id"]), line
-
-
-def check_splits(data_dir: Path, subsets: list[str], report: Report) -> None:
+def check_splits(dataset: DatasetDir, report: Report) -> None:
     """Each split manifest must equal the (duration, id) merge of its prepared subsets' manifests."""
-    for split, members in SPLITS.items():
-        prepared = [s for s in members if s in subsets and (data_dir / "manifests" / f"{s}.jsonl").is_file()]
-        rel = f"manifests/{split}.jsonl"
-        if not prepared:
+    for split in SPLITS:
+        sources = dataset_dir.split_sources(dataset, split)
+        if not sources:
             continue
+        rel = dataset_dir.manifest_of(split)
         try:
             digest = hashlib.sha256()
-            streams = [_keyed_lines(data_dir / "manifests" / f"{s}.jsonl") for s in prepared]
-            for _, line in heapq.merge(*streams, key=lambda item: item[0]):
+            for line in dataset_dir.merged_lines([dataset.manifest(s) for s in sources]):
                 digest.update(line.encode("utf-8"))
-        except (ValueError, KeyError, TypeError):  # ValueError: also bad UTF-8 or JSON
-            continue  # already reported as a malformed subset manifest
-        actual = sha256_file(data_dir / rel)
-        if actual is None:
+        except DatasetError:
+            continue  # a subset manifest that is missing or malformed is reported as such
+        try:
+            actual = sha256_file(dataset.path(rel))
+        except FileNotFoundError:
             report.problems.append(f"missing: {rel}")
-        elif actual != digest.hexdigest():
-            report.problems.append(f"changed: {rel} (not the merge of {', '.join(prepared)})")
+            continue
+        if actual != digest.hexdigest():
+            report.problems.append(f"changed: {rel} (not the merge of {', '.join(sources)})")
 
 
-def feature_width(data_dir: Path, report: Report) -> int | None:
-    path = data_dir / "features" / "features.json"
+def feature_width(dataset: DatasetDir, report: Report) -> int | None:
     try:
-        return int(json.loads(path.read_text())["n_features"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        report.problems.append(f"missing: features/features.json readable with n_features ({err.__class__.__name__})")
+        return int(dataset.read_feature_config()["n_features"])
+    except (DatasetError, KeyError, ValueError, TypeError) as err:
+        report.problems.append(f"missing: {dataset_dir.FEATURE_CONFIG} readable with n_features ({err})")
         return None
 
 
 def verify(data_dir, jobs: int = 1) -> Report:
     """Check the prepared dataset under data_dir; problems name the file or utterance."""
-    data_dir, report = Path(data_dir), Report()
-    records = read_records(data_dir, report)
-    extracted = sorted(p.name[len("extract-") : -len(".done")] for p in (data_dir / ".state").glob("extract-*.done"))
-    for subset in extracted:
+    dataset, report = DatasetDir(data_dir), Report()
+    records = read_records(dataset, report)
+    for subset in dataset.marked("extract"):
         if subset not in records:
             report.problems.append(f"missing: checksums/{subset}.sha256 (subset {subset} extracted but not prepared)")
     if not records:
-        report.problems.append(f"missing: {data_dir}/checksums/*.sha256 (nothing prepared)")
+        report.problems.append(f"missing: {dataset.root}/checksums/*.sha256 (nothing prepared)")
         return report
     listed = {path: digest for subset in records.values() for path, digest in subset.items()}
-    actual = hash_all(data_dir, sorted(listed), jobs)
+    actual = hash_all(dataset.root, sorted(listed), jobs)
     for path in sorted(listed):
         if actual[path] is None:
             report.problems.append(f"missing: {path}")
         elif actual[path] != listed[path]:
             report.problems.append(f"changed: {path}")
-    shards = Shards(data_dir, feature_width(data_dir, report))
+    shards = Shards(dataset.root, feature_width(dataset, report))
     for subset in sorted(records):
-        audio_files = walk_files(data_dir / "LibriSpeech" / subset, data_dir)
-        for path in audio_files + walk_files(data_dir / "features" / subset, data_dir):
+        audio_files = walk_files(dataset.audio(subset), dataset.root)
+        for path in audio_files + walk_files(dataset.features(subset), dataset.root):
             if path not in listed:
                 report.problems.append(f"extra: {path}")
-        transcripts = read_transcripts(data_dir, subset, report)
+        transcripts = subset_transcripts(dataset, subset, report)
         check_audio_files(audio_files, transcripts, report)
-        rel = f"manifests/{subset}.jsonl"
-        check_rows(read_manifest(data_dir / rel, rel, report), transcripts, shards, rel, report)
-        check_official(data_dir, subset, len(transcripts), report)
-    check_splits(data_dir, sorted(records), report)
+        rel = dataset_dir.manifest_of(subset)
+        check_rows(read_manifest(dataset.path(rel), rel, report), transcripts, shards, rel, report)
+        check_official(dataset, subset, len(transcripts), report)
+    check_splits(dataset, report)
     lines = "".join(f"{actual[p]}  {p}\n" for p in sorted(listed) if p.startswith("LibriSpeech/") and actual[p])
     report.digest = hashlib.sha256(lines.encode()).hexdigest()
     report.problems = list(dict.fromkeys(report.problems))  # one line per problem, first-seen order

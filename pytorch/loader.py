@@ -11,7 +11,6 @@ at all (a training batch leaves the others out and counts them), so the step nev
 """
 
 import functools
-import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data import labels
-from data.manifest import FIELDS
-from exit_status import Failure
+from data.dataset_dir import DatasetDir, DatasetError, Manifest
+from data.dataset_dir import default_data_dir as default_data_dir  # re-exported: the trainer's --data-dir default
 from params import Params
 from pytorch.model import output_lengths
 
@@ -33,110 +32,27 @@ CHARS_PER_SECOND = 15  # about LibriSpeech's speaking rate
 MIN_STD = 1e-5  # floor of the normalising std, so a silent (constant) utterance gives zeros, not NaN
 
 
-class LoaderError(Failure):
-    """A missing or malformed manifest, feature file or feature config."""
-
-
-def default_data_dir() -> Path:
-    """$DS2_DATA_DIR, else LibriSpeech_dataset in the repo, wherever the command runs."""
-    return Path(os.environ.get("DS2_DATA_DIR") or Path(__file__).resolve().parents[1] / "LibriSpeech_dataset")
+class LoaderError(DatasetError):
+    """A feature shard or transcript that cannot be loaded as its manifest row says."""
 
 
 def manifest_path(data_dir, name: str) -> Path:
-    """data_dir/manifests/<name>.jsonl; LoaderError if it does not exist."""
-    path = Path(data_dir) / "manifests" / f"{name}.jsonl"
-    if not path.is_file():
-        raise LoaderError(f"{path}: no such manifest; prepare the data first with ./download_dataset.sh")
-    return path
+    """data_dir/manifests/<name>.jsonl; DatasetError if it does not exist."""
+    return DatasetDir(data_dir).existing_manifest(name)
 
 
 def read_manifest(path) -> list[dict]:
-    """Rows of a JSON Lines manifest, in file order; LoaderError naming file and line on a bad row."""
-    rows = []
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            rows.append(_parse_row(line, f"{path}:{number}"))
-    return rows
-
-
-def _parse_row(line: str, where: str) -> dict:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise LoaderError(f"{where}: not a JSON object ({err.msg})") from None
-    if not isinstance(row, dict):
-        raise LoaderError(f"{where}: not a JSON object")
-    for name, types in FIELDS.items():
-        if name not in row:
-            raise LoaderError(f"{where}: missing field {name!r}")
-        value = row[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise LoaderError(f"{where}: field {name!r}={value!r} should be {' or '.join(t.__name__ for t in types)}")
-    for name in ("duration", "frames", "offset"):
-        if row[name] < 0:
-            raise LoaderError(f"{where}: field {name!r}={row[name]!r} is negative")
-    return row
+    """The rows of a manifest as dicts, in file order (for small manifests: a dict per row is what
+    Manifest avoids); ManifestError naming file and line on a bad row."""
+    manifest = Manifest.read(path)
+    return [manifest.row(i) for i in range(len(manifest))]
 
 
 def check_features(data_dir, p: Params) -> None:
-    """LoaderError unless features/features.json equals p.feature_config()."""
-    path = Path(data_dir) / "features" / "features.json"
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LoaderError(f"{path}: missing; prepare the data first with ./download_dataset.sh") from None
-    except json.JSONDecodeError as err:
-        raise LoaderError(f"{path}: not valid JSON ({err.msg})") from None
-    wanted = p.feature_config()
-    if not isinstance(stored, dict):
-        raise LoaderError(f"{path}: expected a JSON object, found {type(stored).__name__}")
-    differing = sorted(k for k in wanted.keys() | stored.keys() if stored.get(k) != wanted.get(k))
-    if differing:
-        details = ", ".join(f"{k}: data {stored.get(k)!r} vs params {wanted.get(k)!r}" for k in differing)
-        raise LoaderError(
-            f"{path}: the features were prepared with other feature parameters ({details}); "
-            "re-run data preparation with these parameters or train with the data's"
-        )
-
-
-class Manifest:
-    """A manifest's rows as columns (stand-in until data.dataset_dir owns it): duration, frames, offset,
-    shard (index into shards) as arrays; ids and transcripts by index."""
-
-    def __init__(self, rows: list[dict]):
-        self.shards = sorted({row["features"] for row in rows})
-        where = {name: i for i, name in enumerate(self.shards)}
-        self.duration = np.array([row["duration"] for row in rows], dtype=np.float64)
-        self.frames = np.array([row["frames"] for row in rows], dtype=np.int64)
-        self.offset = np.array([row["offset"] for row in rows], dtype=np.int64)
-        self.shard = np.array([where[row["features"]] for row in rows], dtype=np.int32)
-        self._rows = rows
-
-    @classmethod
-    def read(cls, path) -> "Manifest":
-        return cls(read_manifest(path))
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def id(self, i: int) -> str:
-        return self._rows[i]["id"]
-
-    def transcript(self, i: int) -> str:
-        return self._rows[i]["transcript"]
-
-    def row(self, i: int) -> dict:
-        return dict(self._rows[i])
-
-    def select(self, indices) -> "Manifest":
-        return Manifest([self._rows[i] for i in indices])
-
-
-def filter_rows(rows: list[dict], max_duration: float) -> list[dict]:
-    """Rows no longer than max_duration seconds (0: all rows), order kept."""
-    if max_duration <= 0:
-        return list(rows)
-    return [row for row in rows if row["duration"] <= max_duration]
+    """FeatureConfigError naming the differing keys unless features/features.json equals p.feature_config()."""
+    DatasetDir(data_dir).check_feature_config(
+        p.feature_config(), advice="re-run data preparation with these parameters or train with the data's"
+    )
 
 
 def normalise(features: torch.Tensor) -> torch.Tensor:
@@ -162,17 +78,19 @@ class UtteranceDataset(Dataset):
     def __init__(self, data_dir, manifest: Manifest):
         self.data_dir = Path(data_dir)
         self.manifest = manifest
-        encoded = [self._encode(i) for i in range(len(manifest))]
-        self.label_offsets = np.cumsum([0] + [len(e) for e in encoded]).astype(np.int64)
-        self.labels = np.array([x for e in encoded for x in e], dtype=np.int8)
+        self._check_transcripts()
         self._shards: OrderedDict[int, np.ndarray] = OrderedDict()
         self._pid = os.getpid()
 
-    def _encode(self, i: int) -> list[int]:
-        try:
-            return labels.encode(self.manifest.transcript(i))
-        except labels.UnknownCharacter as err:
-            raise LoaderError(f"utterance {self.manifest.id(i)}: {err}") from None
+    def _check_transcripts(self) -> None:
+        """LoaderError naming the first utterance whose transcript holds a character that is no label."""
+        unknown = np.flatnonzero(labels.encode_bytes(self.manifest.transcripts.chars) < 0)
+        if len(unknown):
+            i = int(np.searchsorted(self.manifest.transcripts.offsets, unknown[0], side="right")) - 1
+            try:
+                labels.encode(self.manifest.transcript(i))
+            except labels.UnknownCharacter as err:
+                raise LoaderError(f"utterance {self.manifest.id(i)}: {err}") from None
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -181,8 +99,8 @@ class UtteranceDataset(Dataset):
         i, _epoch = key
         frames = self._frames(i)
         features = torch.from_numpy(np.ascontiguousarray(frames.T, dtype=np.float32))
-        start, end = self.label_offsets[i], self.label_offsets[i + 1]
-        encoded = torch.from_numpy(self.labels[start:end].astype(np.int64))
+        # Labels from the manifest's flat transcript bytes, per item: no per-row object to copy on access.
+        encoded = torch.from_numpy(labels.encode_bytes(self.manifest.transcripts.codes(i)).astype(np.int64))
         return Utterance(normalise(features), encoded, self.manifest.id(i), self.manifest.transcript(i))
 
     def _frames(self, i: int) -> np.ndarray:

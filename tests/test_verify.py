@@ -122,7 +122,7 @@ def _replace_line(path: Path, number: int, edit) -> None:
     "edit,problem",
     [
         (lambda line: line.replace(b'"transcript": "', b'"transcript": "\xff', 1), "not UTF-8 (byte 0xff"),
-        (lambda line: re.sub(rb'"frames": (\d+)', rb'"frames": "\1"', line), "'frames' is str"),
+        (lambda line: re.sub(rb'"frames": (\d+)', rb'"frames": "\1"', line), "field 'frames' is str"),
         (lambda line: b"[1, 2]\n", "a JSON list, not an object"),
         (lambda line: b"{\n", "not JSON"),
     ],
