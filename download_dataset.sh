@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Download, verify, extract and prepare LibriSpeech: a thin wrapper over `python -m data.download`.
 # Usage: ./download_dataset.sh [--data-dir DIR] [--subsets a,b] [--jobs N] [key=value ...]; see --help.
+# DIR defaults to $DS2_DATA_DIR if set, else LibriSpeech_dataset in this repository (wherever you run it).
+# Exit 0 = done, 1 = error (a second run on the same DIR stops at once, naming the first), 2 = bad usage.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # DS2_PYTHON (set in the Docker image) wins over a .venv that a host may have left in the mounted repo.

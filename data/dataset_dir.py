@@ -70,6 +70,17 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_VARIABLE) or REPO_ROOT / "LibriSpeech_dataset")
 
 
+def add_data_dir_argument(parser) -> None:
+    """--data-dir as every script takes it: None when not given (then use default_data_dir())."""
+    now = str(default_data_dir()).replace("%", "%%")  # argparse %-formats help texts
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help=f"dataset directory (default: ${DATA_DIR_VARIABLE} if set, else LibriSpeech_dataset in the "
+        f"repository, whatever the current directory; now {now})",
+    )
+
+
 # ---------------------------------------------------------------- layout
 
 

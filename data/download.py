@@ -3,16 +3,19 @@
 Per subset: archives/<subset>.tar.gz.part is streamed (md5 computed on the fly, resumed with an HTTP
 Range request after an interruption), verified against the md5 table, renamed to <subset>.tar.gz,
 and marked .state/download-<subset>.done (holding the verified md5 line). It is then extracted into a
-temporary directory inside the data dir, refusing unsafe members, and moved into
-LibriSpeech/<subset> at once, marked .state/extract-<subset>.done. A re-run skips every marked
+temporary directory inside the data dir (unique to the run), refusing unsafe members, while the
+archive is read to its end through md5: only if every byte is the expected one is the tree moved into
+LibriSpeech/<subset> at once and marked .state/extract-<subset>.done. A re-run skips every marked
 stage; a killed run never leaves anything that looks complete. Finally data.prepare makes features
-and manifests.
+and manifests. The whole run holds the dataset directory's lock: a second run on it stops at once,
+naming the first.
 
     python -m data.download --data-dir DIR --subsets dev-clean,dev-other [--jobs 4] [key=value ...]
 """
 
 import argparse
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -21,17 +24,20 @@ import tarfile
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import requests
 import urllib3
 
+import exit_status
 import params
-from data import librispeech
-from data.dataset_dir import DatasetDir, DatasetError
-from data.files import file_digest
+from data import dataset_dir, librispeech
+from data.dataset_dir import DatasetDir, DatasetError, command_line
+from data.files import file_digest, naming, temp_name
 from data.progress import progress_bar
 
 CHUNK = 1 << 20
@@ -41,7 +47,7 @@ _CONTENT_RANGE = re.compile(r"bytes (?P<first>\d+)-(?P<last>\d+)/(?P<size>\d+|\*
 _STOP = threading.Event()  # set on Ctrl-C so worker threads stop at their next chunk
 
 
-class DownloadError(Exception):
+class DownloadError(exit_status.Failure):
     """A download, checksum, extraction or disk-space failure; the message says which and where."""
 
 
@@ -190,7 +196,14 @@ def remote_size(cfg: Config, subset: str) -> int | None:
 
 
 class _Transfer:
-    """One archive's .part file and the md5 of the bytes in it, kept in step across tries."""
+    """One archive's .part file and the md5 of the bytes in it, kept in step across tries.
+
+    The .part has a fixed name, unlike every other temporary file: a run killed mid-download must
+    find it to resume with a Range request. Two runs writing it at once would interleave their
+    bytes; the dataset directory's lock, held by every run that downloads, is what prevents that.
+    Even so each write goes to the offset this run's md5 covers (never appended after bytes someone
+    else added), and extraction checks the md5 of the archive on disk again.
+    """
 
     def __init__(self, cfg: Config, subset: str, position: int):
         self.cfg, self.subset, self.position = cfg, subset, position
@@ -259,7 +272,7 @@ class _Transfer:
             leave=True,
         )
         try:
-            with open(self.part, "ab") as f:
+            with naming(self.part), self._open_part() as f:
                 # raw stream, undecoded: a server labelling .tar.gz "Content-Encoding: gzip" must
                 # not get the archive gunzipped under our md5.
                 for chunk in r.raw.stream(CHUNK, decode_content=False):
@@ -275,6 +288,15 @@ class _Transfer:
             raise
         finally:
             bar.close()
+
+    @contextmanager
+    def _open_part(self) -> Iterator[io.BufferedWriter]:
+        """The .part, open for writing at byte self.done, with anything after it cut off."""
+        with open(os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o666), "wb") as f:
+            if os.fstat(f.fileno()).st_size != self.done:
+                f.truncate(self.done)
+            f.seek(self.done)
+            yield f
 
 
 def fetch_archive(cfg: Config, subset: str, position: int = 0) -> str:
@@ -355,17 +377,72 @@ def check_member(archive: Path, member: tarfile.TarInfo) -> None:
 
 def safe_extract(cfg: Config, subset: str) -> None:
     """Extract LibriSpeech/<subset> from the archive via a temp dir, then move it into place."""
-    archive, tmp = cfg.archive(subset), cfg.data_dir / f".extract-{subset}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a killed run
-    tmp.mkdir(parents=True)
+    archive = cfg.archive(subset)
+    # Temporary directories of killed runs: ours to delete, as this run holds the directory's lock.
+    # This run's own has a name no other run uses, in case the lock does not work (NFS without flock).
+    for leftover in cfg.dataset.extraction_dirs(subset):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp = temp_name(cfg.data_dir / f"extract-{subset}")
+    with naming(tmp):
+        tmp.mkdir()
     try:
-        _extract_members(archive, tmp)
+        extract_checked(cfg, subset, tmp)
         _move_into_place(archive, subset, tmp, cfg.data_dir / "LibriSpeech")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     cfg.dataset.mark("extract", subset)
     if cfg.remove_archives:
         archive.unlink()
+
+
+class _HashingReader:
+    """A file read through md5, so that extraction checks the very bytes it extracts."""
+
+    def __init__(self, f, path: Path):
+        self.f, self.path, self.md5 = f, path, hashlib.md5()
+
+    def read(self, size: int = -1) -> bytes:
+        with naming(self.path):
+            data = self.f.read(size)
+        self.md5.update(data)
+        return data
+
+    def md5_to_end(self) -> str:
+        """The md5 of the whole file: what extraction left unread (gzip trailer, padding) is read too."""
+        while self.read(CHUNK):
+            pass
+        return self.md5.hexdigest()
+
+
+def extract_checked(cfg: Config, subset: str, target: Path) -> None:
+    """Extract the archive into target, reading it to its end through md5, every time it is extracted.
+
+    Streaming extraction stops at the tar end-of-archive blocks, before the gzip trailer, so gzip's
+    CRC is never checked: most damage to an archive would extract without an error. The md5 of every
+    byte of the file is the end-to-end check instead: of the bytes on disk now, not of those that
+    were downloaded (the file may have changed since, or been written twice). A mismatch is reported
+    as such, also when the damage first broke the extraction; the download marker is then removed,
+    so that a re-run downloads the archive again.
+    """
+    archive = cfg.archive(subset)
+    expected = cfg.md5s[librispeech.archive_name(subset)]
+    with naming(archive), open(archive, "rb") as f:
+        reader = _HashingReader(f, archive)
+        try:
+            _extract_members(archive, reader, target)
+        except DownloadError:
+            _check_archive_md5(cfg, subset, reader.md5_to_end(), expected)
+            raise
+        _check_archive_md5(cfg, subset, reader.md5_to_end(), expected)
+
+
+def _check_archive_md5(cfg: Config, subset: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        cfg.dataset.unmark("download", subset)
+        raise DownloadError(
+            f"{cfg.archive(subset)}: md5 {actual}, expected {expected}: the archive is damaged or changed "
+            "since it was downloaded; nothing extracted, nothing marked done: a re-run downloads it again"
+        )
 
 
 def check_tar_filters() -> None:
@@ -378,17 +455,20 @@ def check_tar_filters() -> None:
         )
 
 
-def _extract_members(archive: Path, target: Path) -> None:
-    """One streaming pass: check each member, then extract it (tar 'data' filter as a 2nd guard)."""
+def _extract_members(archive: Path, reader: _HashingReader, target: Path) -> None:
+    """One streaming pass: check each member, then extract it (tar 'data' filter as a 2nd guard).
+
+    An OSError while writing (a full disk) names the member's file and propagates as it is."""
     try:
-        with tarfile.open(archive, "r|gz") as tar:
+        with tarfile.open(fileobj=reader, mode="r|gz") as tar:
             for member in tar:
                 _check_stop()
                 check_member(archive, member)
-                tar.extract(member, target, filter="data")
+                with naming(target / member.name):
+                    tar.extract(member, target, filter="data")
     except tarfile.FilterError as err:
         raise DownloadError(f"{archive}: refusing to extract member {err.tarinfo.name!r}: {err}") from None
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+    except (tarfile.TarError, EOFError, zlib.error) as err:
         raise DownloadError(f"{archive}: cannot extract: {_describe(err)}") from None
 
 
@@ -498,8 +578,8 @@ def fetch_all(cfg: Config, subsets: list[str], jobs: int) -> list[str]:
                 future.result()
             except DownloadError as err:
                 errors.append(str(err))
-            except OSError as err:
-                errors.append(f"{subset}: {_describe(err)}")
+            except OSError as err:  # a full disk, a permission: named by the file it was about
+                errors.append(f"{subset}: {exit_status.describe_os_error(err)}")
     except KeyboardInterrupt:
         _STOP.set()  # workers raise Interrupted at their next chunk or tar member
         raise
@@ -522,7 +602,7 @@ def parse_subsets(text: str) -> list[str]:
     subsets = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in subsets if s not in librispeech.SUBSETS]
     if unknown or not subsets:
-        raise DownloadError(
+        raise exit_status.UsageError(
             f"--subsets: unknown subset(s) {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join(librispeech.SUBSETS)}"
         )
@@ -535,9 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download LibriSpeech archives (resumable, md5-checked), extract them safely and "
         "prepare features and manifests. Re-running skips every completed stage.",
         epilog="Trailing key=value words override params.py (e.g. preset=demo window_size=0.01); "
-        "they define the features that preparation computes.",
+        "they define the features that preparation computes. Exit status: 0 done, 1 error (network, checksum, "
+        "bad data, a full disk, the directory in use by another run), 2 bad usage or parameters.",
     )
-    parser.add_argument("--data-dir", default="./LibriSpeech_dataset", help="dataset directory (default: %(default)s)")
+    dataset_dir.add_data_dir_argument(parser)
     parser.add_argument(
         "--subsets", default=",".join(librispeech.SUBSETS), help="comma-separated LibriSpeech subsets (default: all 7)"
     )
@@ -580,22 +661,31 @@ def make_config(args: argparse.Namespace, subsets: list[str]) -> Config:
         raise DownloadError(f"{source} lists no md5 for {', '.join(missing)}")
     for name, value in (("--jobs", args.jobs), ("--retries", args.retries)):
         if value < 1:
-            raise DownloadError(f"{name}={value}: must be at least 1")
+            raise exit_status.UsageError(f"{name}={value}: must be at least 1")
     if args.retry_delay < 0 or args.timeout <= 0:
-        raise DownloadError("--retry-delay must be >= 0 and --timeout > 0")
+        raise exit_status.UsageError("--retry-delay must be >= 0 and --timeout > 0")
     return Config(
-        Path(args.data_dir), args.mirror, md5s, args.retries, args.retry_delay, args.timeout, args.remove_archives
+        args.data_dir or dataset_dir.default_data_dir(),
+        args.mirror,
+        md5s,
+        args.retries,
+        args.retry_delay,
+        args.timeout,
+        args.remove_archives,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        check_tar_filters()
-        p = params.parse(args.overrides)
-        subsets = parse_subsets(args.subsets)
-        cfg = make_config(args, subsets)
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    return exit_status.run(lambda: _main(args, argv))
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None) -> None:
+    check_tar_filters()
+    p = params.parse(args.overrides)
+    subsets = parse_subsets(args.subsets)
+    cfg = make_config(args, subsets)
+    with cfg.dataset.lock(command_line("download_dataset.sh", argv)):
         if not args.no_space_check:
             check_space(cfg, subsets, prepare=not args.skip_prepare)
         errors = fetch_all(cfg, subsets, args.jobs)
@@ -605,16 +695,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not args.skip_prepare:
             run_prepare(cfg.data_dir, subsets, p, args.jobs)
-    except (DownloadError, params.ParamError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"error: {_describe(err)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume where it stopped", file=sys.stderr)
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

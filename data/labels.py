@@ -46,8 +46,3 @@ def encode_bytes(text: np.ndarray) -> np.ndarray:
     """UTF-8 bytes (L,) uint8 -> label indices (L,) int8, -1 where a byte is not a label's character
     (the caller names the utterance and character: `encode` on its text says which)."""
     return CODES[text]
-
-
-def decode(indices) -> str:
-    """Label indices (no blanks) -> text."""
-    return "".join(LABELS[i] for i in indices)

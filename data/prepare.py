@@ -8,7 +8,6 @@ See ARCHITECTURE.md for the layout and the manifest row.
 """
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
@@ -19,9 +18,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
+import exit_status
 import params
-from data import dataset_dir
-from data.dataset_dir import DatasetDir, DatasetError, make_row, row_key, row_line
+from data import dataset_dir, workers
+from data.dataset_dir import DatasetDir, DatasetError, command_line, make_row, row_key, row_line
 from data.features import extract, frame_count
 from data.files import save_npy_atomically, sha256_file, write_atomically, write_if_changed
 from data.librispeech import SPLITS, SUBSETS, read_transcripts, transcript_file
@@ -51,6 +51,8 @@ class ChapterResult:
 
 def chapter_utterances(chapter_dir: Path) -> tuple[dict[str, str], list[Path], str]:
     """The chapter's transcripts, its FLACs (sorted by id) and the trans.txt name, cross-checked."""
+    # Listed first: an unreadable chapter directory is named as such, not by the transcript inside it.
+    flacs = sorted(path for path in _entries(chapter_dir, "file") if path.suffix == ".flac")
     trans = chapter_dir / transcript_file(chapter_dir)
     try:
         data = trans.read_bytes()
@@ -59,7 +61,6 @@ def chapter_utterances(chapter_dir: Path) -> tuple[dict[str, str], list[Path], s
     transcripts, problems = read_transcripts(data, f"{chapter_dir.parent.name}-{chapter_dir.name}-", str(trans))
     if problems:  # the first is enough: nothing of a bad chapter is kept
         raise PrepareError(problems[0])
-    flacs = sorted(chapter_dir.glob("*.flac"))
     for flac in flacs:
         if flac.stem not in transcripts:
             raise PrepareError(f"utterance {flac.stem}: {flac} has no line in {trans}")
@@ -82,14 +83,17 @@ def check_audio(path: Path, sample_rate: int, channels: int, p: params.Params) -
 
 def _decode(path: Path, p: params.Params) -> tuple[np.ndarray, str]:
     """FLAC -> samples (S,) float32 and the file's sha256."""
+    # Hashed first: an unreadable file is then an OSError naming it ("permission denied"), where
+    # soundfile would only say "System error". The decode reads it back from the page cache.
+    digest = sha256_file(path)
     try:
-        # Decoding from the path, not from the bytes hashed below: soundfile's in-memory reader
+        # Decoding from the path, not from the bytes just hashed: soundfile's in-memory reader
         # calls back into Python per block and costs ~70% more than the whole decode.
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise PrepareError(f"utterance {path.stem}: cannot decode {path} ({err})") from None
     check_audio(path, rate, samples.shape[1], p)
-    return samples[:, 0], sha256_file(path)
+    return samples[:, 0], digest
 
 
 def _row(task: ChapterTask, uid: str, transcript: str, samples: int, offset: int, shard: str) -> dict:
@@ -135,12 +139,22 @@ def _init_worker() -> None:
 # ---------------------------------------------------------------- subsets, splits, config
 
 
+def _entries(directory: Path, kind: str) -> list[Path]:
+    """The directories (kind "dir") or files ("file") in directory, sorted.
+
+    os.scandir, not glob: glob silently skips a directory it cannot read, and a subset would be
+    prepared without that speaker. Here an unreadable directory is an OSError naming it.
+    """
+    with os.scandir(directory) as entries:
+        return sorted(Path(e.path) for e in entries if (e.is_dir() if kind == "dir" else e.is_file()))
+
+
 def find_chapters(data_dir: Path, subset: str) -> list[str]:
     """LibriSpeech/<subset>/<spk>/<chap> directories (relative to data_dir), sorted."""
     base = data_dir / "LibriSpeech" / subset
     if not base.is_dir():
         raise PrepareError(f"subset {subset}: {base} does not exist (download and extract it first)")
-    chapters = sorted(c for c in base.glob("*/*") if c.is_dir())
+    chapters = [chapter for speaker in _entries(base, "dir") for chapter in _entries(speaker, "dir")]
     if not chapters:
         raise PrepareError(f"subset {subset}: no <speaker>/<chapter> directories under {base}")
     return [c.relative_to(data_dir).as_posix() for c in chapters]
@@ -154,7 +168,7 @@ def _run_chapters(tasks: list[ChapterTask], jobs: int, subset: str):
         results = map(process_chapter, tasks)
         pool = None
     else:
-        pool = multiprocessing.get_context().Pool(jobs, initializer=_init_worker)
+        pool = workers.pool(jobs, initializer=_init_worker)
         results = pool.imap_unordered(process_chapter, tasks)
     try:
         for result in results:
@@ -179,7 +193,8 @@ def prepare_subset(dataset: DatasetDir, subset: str, p: params.Params, jobs: int
     """
     features_dir = dataset.features(subset)
     if features_dir.is_dir():
-        for stale in features_dir.glob(".*.tmp.*"):  # left by a killed run
+        # Temporary files of a killed run: safe to delete, as the caller holds the directory's lock.
+        for stale in features_dir.glob(".*.tmp.*"):
             stale.unlink()
     tasks = [ChapterTask(str(dataset.root), chapter, p) for chapter in find_chapters(dataset.root, subset)]
     rows, hashes = [], []
@@ -249,16 +264,16 @@ def prepare(data_dir, subsets=None, p: params.Params | None = None, jobs: int = 
     """
     dataset = DatasetDir(data_dir)
     p = p or params.make()
+    if jobs < 1:
+        raise exit_status.UsageError(f"--jobs {jobs}: must be at least 1")
+    unknown = [s for s in subsets or [] if s not in SUBSETS]
+    if unknown:
+        raise exit_status.UsageError(f"--subsets: unknown subset(s) {', '.join(unknown)}; known: {', '.join(SUBSETS)}")
     subsets = list(subsets) if subsets else extracted_subsets(dataset)
     if not subsets:
         raise PrepareError(
             f"{data_dir}: no extracted subsets (.state/extract-<subset>.done); download first or pass --subsets"
         )
-    unknown = [s for s in subsets if s not in SUBSETS]
-    if unknown:
-        raise PrepareError(f"unknown subset(s) {', '.join(unknown)}; known: {', '.join(SUBSETS)}")
-    if jobs < 1:
-        raise PrepareError(f"--jobs {jobs}: must be at least 1")
     check_feature_config(dataset, p, force)
     todo = [s for s in subsets if force or not dataset.is_marked("prepare", s)]
     if not todo:
@@ -271,28 +286,34 @@ def prepare(data_dir, subsets=None, p: params.Params | None = None, jobs: int = 
         print(f"wrote manifests/{split}.jsonl", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data.prepare",
         description="Turn extracted LibriSpeech subsets into float16 feature shards and manifests.",
-        epilog="Feature parameters (window_size=0.01 feature=mfcc ...) are key=value words; see params.py.",
+        epilog="Feature parameters (window_size=0.01 feature=mfcc ...) are key=value words; see params.py. "
+        "Exit status: 0 done, 1 error (bad data, a full disk, the directory in use by another run), 2 bad usage.",
     )
-    parser.add_argument("--data-dir", default="LibriSpeech_dataset", help="dataset directory (default %(default)s)")
+    dataset_dir.add_data_dir_argument(parser)
     parser.add_argument("--subsets", help="comma-separated subsets (default: every extracted one)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default %(default)s)")
     parser.add_argument("--force", action="store_true", help="redo prepared subsets; accept a new feature config")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="parameter overrides")
-    args = parser.parse_args(argv)
-    try:
-        p = params.parse(args.overrides)
-        subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
-        prepare(args.data_dir, subsets, p, args.jobs, args.force)
-    except (DatasetError, params.ParamError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return exit_status.run(lambda: _main(args, argv))
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None) -> None:
+    p = params.parse(args.overrides)
+    subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
+    dataset = DatasetDir(args.data_dir or dataset_dir.default_data_dir())
+    if not dataset.root.is_dir():
+        raise PrepareError(f"--data-dir {dataset.root}: no such directory; download the data first")
+    with dataset.lock(command_line("python -m data.prepare", argv)):
+        prepare(dataset.root, subsets, p, args.jobs, args.force)
 
 
 if __name__ == "__main__":

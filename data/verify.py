@@ -2,8 +2,10 @@
 
 Nothing here depends on file order, mtimes, owners or the file system: every check compares
 content (sha256) or parsed values. What is checked:
-  - every file listed in checksums/<subset>.sha256 (written by data.prepare) still has its sha256;
-  - no unlisted file under LibriSpeech/<subset>/ or features/<subset>/;
+  - every file listed in checksums/<subset>.sha256 (written by data.prepare: audio, transcripts,
+    feature shards, the subset's manifest and features/features.json) still has its sha256;
+  - no unlisted file under LibriSpeech/<subset>/ or features/<subset>/, and nothing in manifests/,
+    checksums/ or the features/ root that preparation did not write;
   - manifests/<subset>.jsonl against the trans.txt files: every utterance once, same transcript,
     its audio present, features[offset:offset+frames] inside a float16 shard of n_features columns,
     rows in (duration, id) order; the split manifests are the merge of their subsets' manifests;
@@ -15,6 +17,11 @@ transcripts only, i.e. `grep -h '  LibriSpeech/' checksums/*.sha256 | LC_ALL=C s
 on a dataset that passes. Feature shards are computed in floating point and may differ by
 machine (CPU vs GPU, library versions), so they are checked against this machine's record only
 and are not part of the digest.
+
+A file or directory that cannot be read is a problem (`unreadable: <path>: permission denied`), never
+a traceback. Files are hashed by --jobs processes: per-file Python work holds the GIL, so threads do
+not scale on LibriSpeech's small files. verify holds the dataset directory's lock shared: verifies
+run side by side, never beside a download or preparation.
 """
 
 import argparse
@@ -22,13 +29,13 @@ import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
-from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
 
-from data import dataset_dir
-from data.dataset_dir import DatasetDir, DatasetError, RowError, parse_row, row_key
+import exit_status
+from data import dataset_dir, workers
+from data.dataset_dir import DatasetDir, DatasetError, RowError, command_line, parse_row, row_key
 from data.files import sha256_file
 from data.librispeech import SPLITS, SUBSETS, read_transcripts, transcript_file
 from data.progress import progress_bar
@@ -45,12 +52,31 @@ class Report:
         return not self.problems
 
 
+def why(err: OSError) -> str:
+    """What went wrong, in the plain words of exit_status ("permission denied"), without the path."""
+    return exit_status.describe_os_error(OSError(err.errno, err.strerror))
+
+
+def read_bytes(dataset: DatasetDir, rel: str, report: Report) -> bytes | None:
+    """The file's bytes; None (and a problem naming it) if it is missing or unreadable."""
+    try:
+        return dataset.path(rel).read_bytes()
+    except FileNotFoundError:
+        report.problems.append(f"missing: {rel}")
+    except OSError as err:
+        report.problems.append(f"unreadable: {rel}: {why(err)}")
+    return None
+
+
 def read_records(dataset: DatasetDir, report: Report) -> dict[str, dict[str, str]]:
     """{subset: {relative path: sha256}} from checksums/<subset>.sha256."""
     records = {}
     for path in sorted((dataset.root / "checksums").glob("*.sha256")):
         subset, listed = path.stem, {}
-        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        data = read_bytes(dataset, f"checksums/{path.name}", report)
+        if data is None:
+            continue
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
             entry = dataset_dir.parse_checksum_line(line)
             if entry is None:
                 report.problems.append(f"malformed: checksums/{path.name}:{number}: {line!r}")
@@ -60,24 +86,45 @@ def read_records(dataset: DatasetDir, report: Report) -> dict[str, dict[str, str
     return records
 
 
-def hash_all(data_dir: Path, paths: list[str], jobs: int) -> dict[str, str | None]:
-    """{path: sha256 or None if missing}, hashed by `jobs` threads (hashlib releases the GIL)."""
-
-    def one(path):
-        try:
-            return path, sha256_file(data_dir / path)
-        except (FileNotFoundError, IsADirectoryError):
-            return path, None
-
-    with ThreadPool(max(1, jobs)) as pool:
-        results = pool.imap_unordered(one, paths, chunksize=16)
-        return dict(progress_bar(results, total=len(paths), unit="file", desc="sha256"))
+def hash_one(item: tuple[str, str]) -> tuple[str, str | None, str | None]:
+    """(data dir, relative path) -> (relative path, sha256, None), or (path, None, why it cannot be read)."""
+    data_dir, rel = item
+    try:
+        return rel, sha256_file(Path(data_dir) / rel), None
+    except FileNotFoundError:
+        return rel, None, "missing"
+    except OSError as err:
+        return rel, None, why(err)
 
 
-def walk_files(base: Path, data_dir: Path) -> list[str]:
-    """Every file under base, relative to data_dir, sorted."""
+def hash_all(data_dir: Path, paths: list[str], jobs: int) -> dict[str, tuple[str | None, str | None]]:
+    """{path: (sha256, None) or (None, "missing" or why it is unreadable)}, hashed by `jobs` processes.
+
+    Processes, not threads: hashlib releases the GIL only while it hashes, and on small files the
+    per-file Python work around it (open, stat, read calls) serialises threads on the GIL.
+    """
+    items = [(str(data_dir), path) for path in paths]
+    if jobs <= 1 or len(items) < 2:
+        results = map(hash_one, items)
+        return {rel: (digest, error) for rel, digest, error in progress_bar(results, total=len(items), unit="file")}
+    # Chunks of files per task: few enough round trips, small enough to keep every process busy to the end.
+    chunksize = max(1, min(256, len(items) // (8 * jobs)))
+    with workers.pool(jobs) as pool:
+        results = pool.imap_unordered(hash_one, items, chunksize=chunksize)
+        bar = progress_bar(results, total=len(items), unit="file", desc="sha256")
+        return {rel: (digest, error) for rel, digest, error in bar}
+
+
+def walk_files(base: Path, data_dir: Path, report: Report) -> list[str]:
+    """Every file under base, relative to data_dir, sorted; a directory it cannot read is a problem."""
+
+    def unreadable(err: OSError) -> None:  # os.walk would skip the directory without a word
+        if not isinstance(err, FileNotFoundError):  # a subset without features/: reported per file
+            rel = Path(err.filename).relative_to(data_dir).as_posix() if err.filename else str(base)
+            report.problems.append(f"unreadable: {rel}: {why(err)}")
+
     found = []
-    for root, _, files in os.walk(base):
+    for root, _, files in os.walk(base, onerror=unreadable):
         found += [(Path(root) / name).relative_to(data_dir).as_posix() for name in files]
     return sorted(found)
 
@@ -89,7 +136,10 @@ def subset_transcripts(dataset: DatasetDir, subset: str, report: Report) -> dict
         rel = path.relative_to(dataset.root).as_posix()
         if path.name != transcript_file(path.parent):
             continue  # not the chapter's transcript: reported as an extra file
-        chapter, problems = read_transcripts(path.read_bytes(), f"{path.parent.parent.name}-{path.parent.name}-", rel)
+        data = read_bytes(dataset, rel, report)
+        if data is None:
+            continue
+        chapter, problems = read_transcripts(data, f"{path.parent.parent.name}-{path.parent.name}-", rel)
         report.problems += [f"bad transcript: {problem}" for problem in problems]
         for uid, text in chapter.items():
             if uid in transcripts:
@@ -98,15 +148,10 @@ def subset_transcripts(dataset: DatasetDir, subset: str, report: Report) -> dict
     return transcripts
 
 
-def read_manifest(path: Path, rel: str, report: Report) -> list[dict]:
+def read_manifest(dataset: DatasetDir, rel: str, report: Report) -> list[dict]:
     """The manifest's well-formed rows; each malformed one is a problem naming file and line."""
-    rows = []
-    try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        report.problems.append(f"missing: {rel}")
-        return rows
-    for number, line in enumerate(lines, 1):
+    rows, data = [], read_bytes(dataset, rel, report)
+    for number, line in enumerate(data.splitlines() if data else [], 1):
         try:
             rows.append(parse_row(line))
         except RowError as err:
@@ -214,12 +259,11 @@ def check_splits(dataset: DatasetDir, report: Report) -> None:
             digest = hashlib.sha256()
             for line in dataset_dir.merged_lines([dataset.manifest(s) for s in sources]):
                 digest.update(line.encode("utf-8"))
-        except DatasetError:
-            continue  # a subset manifest that is missing or malformed is reported as such
-        try:
-            actual = sha256_file(dataset.path(rel))
-        except FileNotFoundError:
-            report.problems.append(f"missing: {rel}")
+        except (DatasetError, OSError):
+            continue  # a subset manifest that is missing, unreadable or malformed is reported as such
+        _, actual, error = hash_one((str(dataset.root), rel))
+        if error is not None:
+            report.problems.append(f"missing: {rel}" if error == "missing" else f"unreadable: {rel}: {error}")
             continue
         if actual != digest.hexdigest():
             report.problems.append(f"changed: {rel} (not the merge of {', '.join(sources)})")
@@ -228,9 +272,52 @@ def check_splits(dataset: DatasetDir, report: Report) -> None:
 def feature_width(dataset: DatasetDir, report: Report) -> int | None:
     try:
         return int(dataset.read_feature_config()["n_features"])
+    except OSError as err:
+        report.problems.append(f"unreadable: {dataset_dir.FEATURE_CONFIG}: {why(err)}")
     except (DatasetError, KeyError, ValueError, TypeError) as err:
         report.problems.append(f"missing: {dataset_dir.FEATURE_CONFIG} readable with n_features ({err})")
-        return None
+    return None
+
+
+def expected_entries(dataset: DatasetDir, records: dict) -> dict[str, set[str]]:
+    """{directory: names preparation writes there} for the directories verify owns whole."""
+    splits = [split for split in SPLITS if dataset_dir.split_sources(dataset, split)]
+    return {
+        "checksums": {Path(dataset_dir.checksums_of(subset)).name for subset in records},
+        "manifests": {Path(dataset_dir.manifest_of(name)).name for name in [*records, *splits]},
+        "features": {Path(dataset_dir.FEATURE_CONFIG).name, *records},
+    }
+
+
+def check_extra_entries(dataset: DatasetDir, records: dict, report: Report) -> None:
+    """Anything in checksums/, manifests/ or the features/ root that preparation did not write
+    (a stray copy, a temporary file of a killed run, the shards of an unrecorded subset)."""
+    for directory, expected in expected_entries(dataset, records).items():
+        try:
+            with os.scandir(dataset.path(directory)) as entries:
+                names = sorted((entry.name, entry.is_dir()) for entry in entries)
+        except FileNotFoundError:
+            continue  # checksums/ exists (records were read); features/ or manifests/ missing: reported per file
+        except OSError as err:
+            report.problems.append(f"unreadable: {directory}: {why(err)}")
+            continue
+        for name, is_dir in names:
+            if name not in expected or (directory == "features" and is_dir != (name in records)):
+                report.problems.append(f"extra: {directory}/{name}{'/' if is_dir else ''}")
+
+
+def check_hashes(dataset: DatasetDir, listed: dict[str, str], jobs: int, report: Report) -> dict[str, str | None]:
+    """Hash every listed file; a problem for each one missing, unreadable or changed. {path: sha256 or None}."""
+    actual = {}
+    for path, (digest, error) in sorted(hash_all(dataset.root, sorted(listed), jobs).items()):
+        actual[path] = digest
+        if error == "missing":
+            report.problems.append(f"missing: {path}")
+        elif error is not None:
+            report.problems.append(f"unreadable: {path}: {error}")
+        elif digest != listed[path]:
+            report.problems.append(f"changed: {path}")
+    return actual
 
 
 def verify(data_dir, jobs: int = 1) -> Report:
@@ -244,51 +331,60 @@ def verify(data_dir, jobs: int = 1) -> Report:
         report.problems.append(f"missing: {dataset.root}/checksums/*.sha256 (nothing prepared)")
         return report
     listed = {path: digest for subset in records.values() for path, digest in subset.items()}
-    actual = hash_all(dataset.root, sorted(listed), jobs)
-    for path in sorted(listed):
-        if actual[path] is None:
-            report.problems.append(f"missing: {path}")
-        elif actual[path] != listed[path]:
-            report.problems.append(f"changed: {path}")
+    actual = check_hashes(dataset, listed, jobs, report)
     shards = Shards(dataset.root, feature_width(dataset, report))
     for subset in sorted(records):
-        audio_files = walk_files(dataset.audio(subset), dataset.root)
-        for path in audio_files + walk_files(dataset.features(subset), dataset.root):
+        audio_files = walk_files(dataset.audio(subset), dataset.root, report)
+        for path in audio_files + walk_files(dataset.features(subset), dataset.root, report):
             if path not in listed:
                 report.problems.append(f"extra: {path}")
         transcripts = subset_transcripts(dataset, subset, report)
         check_audio_files(audio_files, transcripts, report)
         rel = dataset_dir.manifest_of(subset)
-        check_rows(read_manifest(dataset.path(rel), rel, report), transcripts, shards, rel, report)
+        check_rows(read_manifest(dataset, rel, report), transcripts, shards, rel, report)
         check_official(dataset, subset, len(transcripts), report)
     check_splits(dataset, report)
+    check_extra_entries(dataset, records, report)
     lines = "".join(f"{actual[p]}  {p}\n" for p in sorted(listed) if p.startswith("LibriSpeech/") and actual[p])
     report.digest = hashlib.sha256(lines.encode()).hexdigest()
     report.problems = list(dict.fromkeys(report.problems))  # one line per problem, first-seen order
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m data.verify",
+        prog="verify_dataset.sh",
         description="Check a prepared dataset against its recorded checksums, transcripts and official facts.",
-        epilog="Exit status 0: 'Dataset Checksum Passed.'; 1: 'Dataset Checksum Failed.' after the problems.",
+        epilog="Exit status 0: 'Dataset Checksum Passed.'; 1: 'Dataset Checksum Failed.' after the problems "
+        "(or an error: no such directory, in use by a download); 2: bad usage.",
     )
-    parser.add_argument("--data-dir", default="LibriSpeech_dataset", help="dataset directory (default %(default)s)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="hashing threads (default %(default)s)")
-    args = parser.parse_args(argv)
-    if not Path(args.data_dir).is_dir():
-        print(f"error: --data-dir {args.data_dir}: no such directory", file=sys.stderr)
+    dataset_dir.add_data_dir_argument(parser)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="hashing processes (default %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return exit_status.run(lambda: _main(args, argv))
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    if args.jobs < 1:
+        raise exit_status.UsageError(f"--jobs {args.jobs}: must be at least 1")
+    dataset = DatasetDir(args.data_dir or dataset_dir.default_data_dir())
+    if not dataset.root.is_dir():
+        print(f"error: --data-dir {dataset.root}: no such directory", file=sys.stderr)
         print("Dataset Checksum Failed.")
-        return 1
-    report = verify(args.data_dir, args.jobs)
+        return exit_status.ExitStatus.ERROR
+    with dataset.lock(command_line("verify_dataset.sh", argv), shared=True):
+        report = verify(dataset.root, args.jobs)
     for note in report.notes:
         print(f"note: {note}")
     for problem in report.problems:
         print(problem)
     print(f"Dataset digest (sha256 of the sorted audio + transcript sha256sum lines): {report.digest}")
     print("Dataset Checksum Passed." if report.passed else "Dataset Checksum Failed.")
-    return 0 if report.passed else 1
+    return exit_status.ExitStatus.OK if report.passed else exit_status.ExitStatus.ERROR
 
 
 if __name__ == "__main__":

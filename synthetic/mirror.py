@@ -2,16 +2,17 @@
 
 Serves one directory on 127.0.0.1 with byte-range support (206, 416, Accept-Ranges), so the
 downloader's resume path is exercised for real. Fault injection for tests: answer an error status to
-the first N requests for a path, cut a body off after K bytes, or ignore Range headers. Every request
-is recorded as (method, path, Range header, status).
+the first N requests for a path, cut a body off after K bytes, or ignore Range headers; and a
+throttle (bytes per second per response) to stand in for a slow link. Every request is recorded as
+(method, path, Range header, status).
 
     with Mirror(root) as m:
         m.fail("/dev-clean.tar.gz", times=2)     # two 503s, then the file
         requests.get(m.url + "/dev-clean.tar.gz")
         m.requests                              # [Request("GET", "/dev-clean.tar.gz", None, 503), ...]
 
-CLI: `python -m synthetic.mirror --root DIR [--port N] [--port-file F]` prints its URL and serves until
-SIGTERM or SIGINT.
+CLI: `python -m synthetic.mirror --root DIR [--port N] [--port-file F] [--throttle BYTES_PER_S]` prints
+its URL and serves until SIGTERM or SIGINT.
 """
 
 import argparse
@@ -21,6 +22,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,7 @@ class _Faults:
         self.errors: dict[str, list] = {}  # path -> [requests to let pass first, remaining, status]
         self.cuts: dict[str, list] = {}  # path -> [0, remaining, after_bytes]
         self.ignore_range = False
+        self.throttle: float | None = None  # bytes per second of each response body; None: as fast as it goes
         self.log: list[Request] = []
 
     def take(self, table: dict, path: str):
@@ -160,13 +163,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _send_body(self, target: Path, offset: int, length: int, cut_after: int | None) -> None:
         """Copy length bytes from offset; with cut_after, stop there and drop the connection."""
         limit = length if cut_after is None else min(length, cut_after)
+        rate = self.faults.throttle
+        # Throttled: chunks of a tenth of a second's worth, each sent when the rate allows it.
+        chunk_size = CHUNK if rate is None else max(1, min(CHUNK, int(rate / 10)))
+        start, sent = time.monotonic(), 0
         with open(target, "rb") as f:
             f.seek(offset)
             while limit > 0:
-                chunk = f.read(min(CHUNK, limit))
+                chunk = f.read(min(chunk_size, limit))
                 if not chunk:
                     break
+                if rate is not None:
+                    time.sleep(max(0.0, start + sent / rate - time.monotonic()))
                 self.wfile.write(chunk)
+                sent += len(chunk)
                 limit -= len(chunk)
         if cut_after is not None:
             self.wfile.flush()
@@ -186,11 +196,14 @@ class _Server(http.server.ThreadingHTTPServer):
 class Mirror:
     """Serve `root` over HTTP on host:port (0 = any free port) from a background thread."""
 
-    def __init__(self, root, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
+    def __init__(
+        self, root, host: str = "127.0.0.1", port: int = 0, verbose: bool = False, throttle: float | None = None
+    ):
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise NotADirectoryError(f"mirror root {self.root} is not a directory")
         self._faults = _Faults()
+        self.throttle(throttle)
         handler = type("Handler", (_Handler,), {"root": self.root, "faults": self._faults, "verbose": verbose})
         self._server = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
@@ -227,6 +240,12 @@ class Mirror:
     def ignore_range(self, ignore: bool = True) -> None:
         """Answer every request with 200 and the whole file, as servers without Range do."""
         self._faults.ignore_range = ignore
+
+    def throttle(self, bytes_per_s: float | None) -> None:
+        """Send each response body at about `bytes_per_s` (None: unthrottled), as a slow link would."""
+        if bytes_per_s is not None and not bytes_per_s > 0:
+            raise ValueError(f"throttle {bytes_per_s!r}: must be a positive number of bytes per second")
+        self._faults.throttle = bytes_per_s
 
     def start(self) -> "Mirror":
         # A short poll interval keeps stop() (and so every test using a Mirror) quick.
@@ -270,9 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--port-file", help="write the bound port number to this file once serving")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument(
+        "--throttle", type=float, metavar="BYTES_PER_S", help="send each response at this rate (default: unthrottled)"
+    )
     args = parser.parse_args(argv)
+    if args.throttle is not None and not args.throttle > 0:
+        parser.error(f"--throttle {args.throttle}: must be a positive number of bytes per second")
     try:
-        mirror = Mirror(args.root, args.host, args.port, verbose=args.verbose)
+        mirror = Mirror(args.root, args.host, args.port, verbose=args.verbose, throttle=args.throttle)
     except OSError as err:
         print(f"error: cannot serve {args.root} on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1

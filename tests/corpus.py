@@ -1,10 +1,13 @@
 """Tiny extracted LibriSpeech-format trees for tests: tone + noise FLACs, trans.txt files and the
-.state markers download would have written."""
+.state markers download would have written; and a way to run a command that file permissions stop."""
 
 import hashlib
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 WORDS = ("THE", "CAT", "SAT", "ON", "A", "MAT", "IT'S", "GOOD", "DAY", "NORTHANGER", "ABBEY")
@@ -54,3 +57,16 @@ def write_tree(data_dir: Path, subsets: dict[str, tuple[int, int]], seed: int = 
         (state / f"download-{subset}.done").write_text(hashlib.md5(subset.encode()).hexdigest() + "\n")
         (state / f"extract-{subset}.done").write_text("")
     return data_dir
+
+
+def unprivileged(argv: list[str]) -> list[str]:
+    """argv run so that file permissions apply to it: as it is for a normal user; for root, through
+    setpriv without the capabilities that let root read any file (root owns the test's files, so a
+    mode of 000 then shuts it out too). pytest.skip where root cannot drop them."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot make a file unreadable to the command")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *argv]

@@ -1,8 +1,14 @@
 """data.prepare on tiny LibriSpeech-format trees."""
 
+import errno
 import hashlib
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +19,11 @@ import torch
 import params
 from data import labels
 from data import prepare as prep
+from data.dataset_dir import DatasetDir
 from data.features import extract
+from data.librispeech import read_transcripts
 from data.verify import verify
-from tests.corpus import write_tree
+from tests.corpus import unprivileged, write_tree
 
 TREE = {"dev-clean": (3, 3), "dev-other": (1, 2), "train-clean-100": (2, 3)}
 KEYS = {"id", "subset", "duration", "frames", "transcript", "audio", "features", "offset"}
@@ -26,10 +34,11 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file's mtime and size, but the lock file's (each run names itself in it)."""
     return {
         str(f.relative_to(root)): (f.stat().st_mtime_ns, f.stat().st_size)
         for f in sorted(root.rglob("*"))
-        if f.is_file()
+        if f.is_file() and f.name != ".lock"
     }
 
 
@@ -232,7 +241,140 @@ def test_usage_errors(tmp_path, capsys):
     assert exit_info.value.code == 0
     assert prep.main(["--data-dir", str(tmp_path)]) == 1
     assert "no extracted subsets" in capsys.readouterr().err
-    assert prep.main(["--data-dir", str(tmp_path), "--subsets", "dev-cleen"]) == 1
+    assert prep.main(["--data-dir", str(tmp_path), "--subsets", "dev-cleen"]) == 2
     assert "unknown subset(s) dev-cleen" in capsys.readouterr().err
+    assert prep.main(["--data-dir", str(tmp_path), "--jobs", "0"]) == 2
+    assert "--jobs 0: must be at least 1" in capsys.readouterr().err
+    assert prep.main(["--data-dir", str(tmp_path), "window_sise=0.01"]) == 2
+    assert "window_sise" in capsys.readouterr().err
+    assert prep.main(["--data-dir", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere: no such directory" in capsys.readouterr().err
     assert prep.main(["--data-dir", str(tmp_path), "--subsets", "dev-clean"]) == 1
     assert re.search(r"subset dev-clean: .*LibriSpeech/dev-clean does not exist", capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------- issue 11
+
+
+@pytest.mark.parametrize("what,jobs", [("speaker directory", 1), ("chapter directory", 2), ("FLAC", 2)])
+def test_unreadable_input_is_an_error_not_a_smaller_subset(tree, what, jobs):
+    """Not 'prepared dev-clean: 6 utterances' (of 9) with exit 0: an error naming what cannot be read."""
+    unreadable = {
+        "speaker directory": tree / "LibriSpeech/dev-clean/101",
+        "chapter directory": tree / "LibriSpeech/dev-clean/100/1002",
+        "FLAC": tree / "LibriSpeech/dev-clean/100/1000/100-1000-0001.flac",
+    }[what]
+    mode = unreadable.stat().st_mode
+    unreadable.chmod(0)
+    try:
+        argv = [sys.executable, "-m", "data.prepare", "--data-dir", str(tree), "--subsets", "dev-clean"]
+        result = subprocess.run(unprivileged([*argv, "--jobs", str(jobs)]), capture_output=True, text=True, timeout=120)
+    finally:
+        unreadable.chmod(mode)
+    assert result.returncode == 1, result.stderr
+    assert f"error: {unreadable}: permission denied" in result.stderr and "Traceback" not in result.stderr
+    assert not (tree / ".state" / "prepare-dev-clean.done").exists()
+    assert not (tree / "manifests" / "dev-clean.jsonl").exists()
+
+
+def test_full_disk_names_the_file_and_marks_nothing(tree, monkeypatch, capsys):
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a short write to a full disk: no file name
+
+    monkeypatch.setattr(np.lib.format, "write_array_header_1_0", full_disk)
+    assert prep.main(["--data-dir", str(tree), "--subsets", "dev-clean", "--jobs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"error: \S+/features/dev-clean/\d+-\d+\.npy: no space left on the device; free some space", err)
+    assert "Traceback" not in err and not (tree / ".state" / "prepare-dev-clean.done").exists()
+    assert not list((tree / "features" / "dev-clean").glob(".*.tmp.*"))
+
+
+def test_run_on_a_busy_dataset_dir_stops_naming_the_holder(tree, capsys):
+    with DatasetDir(tree).lock("download_dataset.sh --jobs 4"):
+        assert prep.main(["--data-dir", str(tree), "--jobs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tree} is in use by another run: download_dataset.sh --jobs 4 (pid {os.getpid()}" in err
+    assert not (tree / ".state" / "prepare-dev-clean.done").exists()
+
+
+def test_default_data_dir_comes_from_the_environment(tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("DS2_DATA_DIR", str(tree))
+    monkeypatch.chdir(tmp_path)
+    assert prep.main(["--subsets", "dev-other", "--jobs", "1"]) == 0
+    assert (tree / ".state" / "prepare-dev-other.done").is_file()
+
+
+def test_tab_after_the_utterance_id_separates_it_from_the_transcript(tree):
+    trans = _chapter(tree) / "100-1000.trans.txt"
+    original = trans.read_text()
+    trans.write_text(original.replace(" ", "\t", 1))  # the first line: "<id>\tWORDS ..."
+    expected, problems = read_transcripts(original.encode(), "100-1000-", "original")
+    assert problems == [] and read_transcripts(trans.read_bytes(), "100-1000-", str(trans)) == (expected, [])
+    prep.prepare(tree, ["dev-clean"], params.make(), jobs=1)
+    rows = {r["id"]: r["transcript"] for r in _rows(tree / "manifests" / "dev-clean.jsonl")}
+    assert all(rows[uid] == text for uid, text in expected.items())
+
+
+def _children(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is pid, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            state, ppid = entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _reader_waiting(fifo: Path) -> int | None:
+    """A write end of the FIFO once some process has it open for reading (it then blocks reading
+    it for as long as the write end stays open), else None."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as err:
+        if err.errno != errno.ENXIO:  # ENXIO: no reader yet
+            raise
+        return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_pool_workers_die_with_a_killed_parent(tree):
+    """A worker busy with a chapter when its parent is SIGKILLed (here: blocked reading a transcript
+    that is a FIFO) must not run on: multiprocessing alone lets it finish (or hang) as an orphan."""
+    trans = _chapter(tree) / "100-1000.trans.txt"
+    trans.unlink()
+    os.mkfifo(trans)
+    argv = [sys.executable, "-m", "data.prepare", "--data-dir", str(tree), "--subsets", "dev-clean", "--jobs", "2"]
+    parent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers, writer = set(), None
+    try:
+        deadline = time.monotonic() + 60
+        while writer is None and time.monotonic() < deadline and parent.poll() is None:
+            writer = _reader_waiting(trans)
+            time.sleep(0.02)
+        assert writer is not None, "no worker ever opened the chapter's transcript"
+        workers = _children(parent.pid)
+        assert len(workers) == 2
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in workers if _alive(pid)], "workers outlived their killed parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if writer is not None:
+            os.close(writer)

@@ -12,8 +12,9 @@ import pytest
 import params
 from data import download, librispeech
 from data import verify as ver
+from data.dataset_dir import DatasetDir
 from data.prepare import prepare
-from tests.corpus import write_tree
+from tests.corpus import unprivileged, write_tree
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTER = "LibriSpeech/dev-clean/100/1000"
@@ -97,11 +98,34 @@ def test_non_ascii_transcript_is_a_named_problem(ds, capsys):
     assert out.rstrip().endswith("Dataset Checksum Failed.")
 
 
-@pytest.mark.parametrize("extra", [f"{CHAPTER}/notes.txt", "features/test-other/200-2000.npy.bak"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        f"{CHAPTER}/notes.txt",
+        "features/test-other/200-2000.npy.bak",
+        "features/stray.npy",
+        "features/dev-other/",
+        "manifests/dev-clean.jsonl.orig",
+        "manifests/.val.jsonl.tmp.host.123.abcd",
+        "checksums/notes.txt",
+        "checksums/dev-other.sha256.bak",
+    ],
+)
 def test_extra_file(ds, capsys, extra):
-    (ds / extra).write_bytes(b"x")
+    if extra.endswith("/"):
+        (ds / extra).mkdir()
+    else:
+        (ds / extra).write_bytes(b"x")
     code, out = _run(ds, capsys)
-    assert code == 1 and f"extra: {extra}" in out
+    assert code == 1 and f"extra: {extra}" in out.splitlines()
+
+
+def test_changed_feature_config_is_named(ds, capsys):
+    """features.json says how the shards were made: another window there must not pass."""
+    config = ds / "features/features.json"
+    config.write_text(config.read_text().replace('"hamming"', '"hann"'))
+    code, out = _run(ds, capsys)
+    assert code == 1 and "changed: features/features.json" in out.splitlines()
 
 
 def test_manifest_pointing_outside_its_shard(ds, capsys):
@@ -182,8 +206,56 @@ def test_shell_wrapper(ds):
     assert result.returncode == 1 and "missing: checksums/dev-clean.sha256" in result.stdout
 
 
-def test_shell_wrapper_passes_shellcheck():
-    shellcheck = shutil.which("shellcheck") or str(REPO / ".venv/bin/shellcheck")
-    if not Path(shellcheck).exists():
-        pytest.skip("shellcheck not installed")
-    assert subprocess.run([shellcheck, str(REPO / "verify_dataset.sh")], capture_output=True).returncode == 0
+def _unprivileged_verify(ds: Path, unreadable: Path) -> subprocess.CompletedProcess:
+    mode = unreadable.stat().st_mode
+    unreadable.chmod(0)
+    try:
+        command = unprivileged([str(REPO / "verify_dataset.sh"), "--data-dir", str(ds), "--jobs", "2"])
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        unreadable.chmod(mode)
+
+
+@pytest.mark.parametrize(
+    "rel", [f"{CHAPTER}/100-1000-0001.flac", "LibriSpeech/dev-clean/101", "manifests/test-other.jsonl"]
+)
+def test_unreadable_file_is_a_problem_line_not_a_traceback(ds, rel):
+    result = _unprivileged_verify(ds, ds / rel)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"unreadable: {rel}: permission denied" in result.stdout.splitlines()
+    assert result.stdout.rstrip().endswith("Dataset Checksum Failed.")
+
+
+def test_busy_dataset_dir_is_named_and_other_verifies_run_beside(ds, capsys):
+    with DatasetDir(ds).lock("download_dataset.sh --jobs 4"):
+        assert ver.main(["--data-dir", str(ds)]) == 1
+    assert f"in use by another run: download_dataset.sh --jobs 4 (pid {os.getpid()}" in capsys.readouterr().err
+    with DatasetDir(ds).lock("verify_dataset.sh", shared=True):
+        code, out = _run(ds, capsys)
+    assert code == 0 and "Dataset Checksum Passed." in out
+
+
+def test_default_data_dir_is_the_one_rule(ds):
+    env = dict(os.environ, DS2_DATA_DIR=str(ds))
+    result = subprocess.run(
+        [str(REPO / "verify_dataset.sh")], capture_output=True, text=True, timeout=120, cwd="/", env=env
+    )
+    assert result.returncode == 0 and "Dataset Checksum Passed." in result.stdout
+    del env["DS2_DATA_DIR"]
+    result = subprocess.run(
+        [str(REPO / "verify_dataset.sh"), "--help"], capture_output=True, text=True, timeout=60, cwd="/", env=env
+    )
+    help_text = " ".join(result.stdout.split())
+    assert "$DS2_DATA_DIR if set, else LibriSpeech_dataset in the repository" in help_text
+    assert f"now {REPO / 'LibriSpeech_dataset'})" in help_text
+
+
+def test_bad_jobs_is_a_usage_error(ds, capsys):
+    assert ver.main(["--data-dir", str(ds), "--jobs", "0"]) == 2
+    assert "--jobs 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_process_pool_hashes_as_one_process_does(ds):
+    paths = sorted(p.relative_to(ds).as_posix() for p in ds.rglob("*") if p.is_file()) + ["no/such/file"]
+    assert ver.hash_all(ds, paths, jobs=3) == ver.hash_all(ds, paths, jobs=1)
+    assert ver.hash_all(ds, paths, jobs=3)["no/such/file"] == (None, "missing")
