@@ -34,21 +34,31 @@ def frames_for(duration: float, p: params.Params) -> int:
     return frame_count(round(duration * p.sample_rate), p)
 
 
-def time_forward(model, p, batch: int, duration: float, device, warmup: int, iterations: int) -> list[float]:
-    """Seconds per forward pass of a (batch, n_features, frames) input, `iterations` times after `warmup`.
+@dataclasses.dataclass(frozen=True)
+class Repeats:
+    """How often each grid point runs: untimed warm-up passes, then timed ones."""
+
+    warmup: int
+    iterations: int
+
+
+def time_forward(model, p: params.Params, batch: int, duration: float, repeats: Repeats) -> list[float]:
+    """Seconds per forward pass of a (batch, n_features, frames) input on the model's device,
+    `repeats.iterations` times after `repeats.warmup`.
 
     The model computes in its own precision (p.precision; pytorch.precision)."""
+    device = next(model.parameters()).device
     frames = frames_for(duration, p)
     features = torch.randn(batch, p.n_features, frames, device=device)
     lengths = torch.full((batch,), frames, dtype=torch.long)
     times = []
     with torch.inference_mode():
-        for step in range(warmup + iterations):
+        for step in range(repeats.warmup + repeats.iterations):
             _sync(device)
             start = time.perf_counter()
             model(features, lengths)
             _sync(device)
-            if step >= warmup:
+            if step >= repeats.warmup:
                 times.append(time.perf_counter() - start)
     return times
 
@@ -154,16 +164,16 @@ def run(args) -> None:
         f"device {args.device}, {torch.get_num_threads()} threads, precision {args.precision}, "
         f"{label}: {n_params:,} parameters, {p.n_features} features"
     )
-    rows = []
+    rows, repeats = [], Repeats(args.warmup, args.iterations)
     for duration in args.durations:
         for batch in args.batch_sizes:
-            times = time_forward(model, p, batch, duration, args.device, args.warmup, args.iterations)
+            times = time_forward(model, p, batch, duration, repeats)
             rows.append(summarise(label, batch, duration, times))
             print(f"  batch {batch:3d} x {duration:g} s: {rows[-1]['avg_ms']:.1f} ms", flush=True)
     if args.full:
         full_p = params.make({"precision": args.precision})
         full = DeepSpeech2(full_p).to(args.device).eval()
-        times = time_forward(full, full_p, 1, 2.0, args.device, 0, 1)
+        times = time_forward(full, full_p, 1, 2.0, Repeats(warmup=0, iterations=1))
         rows.append(summarise("full size (defaults)", 1, 2.0, times))
     print(markdown_table(rows))
     if args.json:

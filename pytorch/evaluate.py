@@ -11,40 +11,18 @@ predictions file that cannot be written, 2 bad usage.
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import exit_status
 import params
-from pytorch import distributed, inference, loader, results
+from pytorch import inference, loader, results
 
 
-def evaluate_split(model, p: params.Params, data_dir, split: str, batch_size: int, num_workers: int, device) -> dict:
-    """Greedy-decode manifests/<split>.jsonl -> {counts: ErrorCounts, predictions, utterances, audio_s, seconds}."""
-    opened = loader.open_split(Path(data_dir), split)
-    batches = loader.global_batches(len(opened), batch_size, False, p.seed, 0)
-    world = distributed.single(device)
-    data_loader = loader.make_loader(opened.dataset, batches, num_workers, pin_memory=world.device.type == "cuda")
-    start = time.perf_counter()
-    counts, predictions = inference.evaluate(model, data_loader, world)
-    if world.device.type == "cuda":
-        torch.cuda.synchronize(world.device)
-    seconds = time.perf_counter() - start
-    audio_s = float(opened.manifest.duration.sum())
-    return {
-        "counts": counts,
-        "predictions": predictions,
-        "utterances": len(opened),
-        "audio_s": audio_s,
-        "seconds": seconds,
-    }
-
-
-def report(result: dict, split: str) -> str:
+def report(result: inference.SplitResult, split: str) -> str:
     """The lines a user reads: error rates, then how much audio was decoded how fast."""
-    counts, seconds, audio_s, n = result["counts"], result["seconds"], result["audio_s"], result["utterances"]
+    counts, seconds, audio_s, n = result.counts, result.seconds, result.audio_s, result.utterances
     return "\n".join(
         [
             f"split: {split}",
@@ -100,14 +78,14 @@ def run(args) -> None:
     loader.check_features(args.data_dir, p)
     batch_size = args.batch_size or p.batch_size
     workers = p.num_workers if args.num_workers is None else args.num_workers
-    result = evaluate_split(model, p, args.data_dir, args.split, batch_size, workers, args.device)
+    result = inference.evaluate_split(model, loader.open_split(args.data_dir, args.split), batch_size, workers)
     print(
         f"checkpoint: {args.checkpoint} ({sum(t.numel() for t in model.parameters()):,} parameters, "
         f"precision {p.precision})"
     )
     print(report(result, args.split))
     if args.predictions:
-        rows = [{"id": i, "reference": ref, "hypothesis": hyp} for i, ref, hyp in result["predictions"]]
+        rows = [{"id": i, "reference": ref, "hypothesis": hyp} for i, ref, hyp in result.predictions]
         try:
             results.write_jsonl(args.predictions, rows)
         except OSError as err:

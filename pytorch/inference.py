@@ -1,4 +1,5 @@
-"""Inference with a DeepSpeech2 model: loading one from a checkpoint, and decoding a split to its errors.
+"""Inference with a DeepSpeech2 model: loading one from a checkpoint, decoding batches, and decoding a
+whole split to its errors and throughput.
 
 Used by training (validation after every epoch), pytorch.evaluate, pytorch.transcribe and
 bench.inference_latency. It never imports the training loop. The model handles precision and
@@ -6,13 +7,14 @@ short inputs itself (pytorch.model), so inference is: features -> model -> greed
 """
 
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 import params
-from pytorch import checkpoint, precision
+from pytorch import checkpoint, distributed, loader, precision
 from pytorch.decode import ErrorCounts, greedy_decode
 from pytorch.distributed import World
 from pytorch.model import DeepSpeech2
@@ -72,3 +74,28 @@ def evaluate(model, data_loader, world: World) -> tuple[ErrorCounts, list[tuple[
         dist.all_gather_object(gathered, predictions)
         predictions = [row for part in gathered for row in part]
     return counts, predictions
+
+
+@dataclasses.dataclass
+class SplitResult:
+    """A split greedy-decoded by one process: its errors, predictions and how fast it went."""
+
+    counts: ErrorCounts
+    predictions: list[tuple[str, str, str]]  # (id, reference, hypothesis) per utterance, in batch order
+    utterances: int
+    audio_s: float
+    seconds: float  # decoding wall time, data loading included
+
+
+def evaluate_split(model, split: loader.Split, batch_size: int, num_workers: int) -> SplitResult:
+    """Greedy-decode every utterance of the split in length-ordered batches, on the model's device."""
+    world = distributed.single(next(model.parameters()).device)
+    cuda = world.device.type == "cuda"
+    batches = loader.global_batches(len(split), batch_size, shuffle=False, seed=0, epoch=0)  # unshuffled: no seed
+    data_loader = loader.make_loader(split.dataset, batches, num_workers, pin_memory=cuda)
+    start = time.perf_counter()
+    counts, predictions = evaluate(model, data_loader, world)
+    if cuda:
+        torch.cuda.synchronize(world.device)  # the clock stops when the device is done, not when it was asked
+    seconds = time.perf_counter() - start
+    return SplitResult(counts, predictions, len(split), float(split.manifest.duration.sum()), seconds)

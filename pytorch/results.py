@@ -12,6 +12,7 @@ Every file is written to a temporary name in its directory and renamed into plac
 """
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.files import replacing, write_atomically
@@ -59,27 +60,29 @@ def write_predictions(results_dir: Path, epoch: int, predictions: list[tuple[str
     write_jsonl(Path(results_dir) / "predictions" / f"epoch_{epoch}.jsonl", rows)
 
 
-def write_result(
-    results_dir: Path,
-    status: str,
-    metrics: list[dict],
-    time_to_train_s: float,
-    target_wer: float,
-    p_dict: dict,
-    resumed: int = 0,
-    precision: dict | None = None,
-) -> dict:
-    """result.json: how the run ended. precision: what the run really computed in (pytorch.precision)."""
-    wers = [m["wer"] for m in metrics]
+@dataclass
+class RunOutcome:
+    """How a training run ended: what result.json records besides its parameters."""
+
+    status: str  # success (the target was reached) or aborted (every epoch run without reaching it)
+    metrics: list[dict]  # one row per epoch (METRIC_KEYS)
+    time_to_train_s: float
+    resumed: int = 0  # segments resumed from a checkpoint; MLPerf times only unbroken runs
+    precision: dict = field(default_factory=dict)  # what the run really computed in (pytorch.precision)
+
+
+def write_result(results_dir: Path, outcome: RunOutcome, p_dict: dict) -> dict:
+    """result.json: how the run ended, against its target (p_dict["target_wer"]), with every parameter."""
+    wers = [m["wer"] for m in outcome.metrics]
     result = {
-        "status": status,
-        "epochs": len(metrics),
+        "status": outcome.status,
+        "epochs": len(outcome.metrics),
         "best_wer": min(wers) if wers else None,
         "final_wer": wers[-1] if wers else None,
-        "time_to_train_s": time_to_train_s,
-        "target_wer": target_wer,
-        "resumed": resumed,  # segments resumed from a checkpoint; MLPerf times only unbroken runs
-        "precision": precision or {},
+        "time_to_train_s": outcome.time_to_train_s,
+        "target_wer": p_dict["target_wer"],
+        "resumed": outcome.resumed,
+        "precision": outcome.precision,
         "params": p_dict,
     }
     write_json(Path(results_dir) / "result.json", result)

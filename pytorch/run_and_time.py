@@ -8,6 +8,12 @@ Checks the parameters and the data first (exit 2 or 1, no timing lines), then pr
 as other MLPerf references do (seconds: wall time from before the trainer starts to after it ends).
 One process runs the trainer here; NPROC > 1 or NNODES > 1 runs it under torchrun. Exit status
 (exit_status.py): 0 target reached, 3 every epoch run without reaching it, 1 error, 2 bad usage.
+
+This is the training loop's launcher, so it alone besides pytorch.train imports pytorch.train: the
+trainer's own parameter checks (check_trainable, parse_args) run before the clock starts, and one
+process runs the trainer in this interpreter, so the timed run holds no second interpreter start and
+torch import, and its exit status and Ctrl-C handling are the trainer's own. The inference side
+(pytorch.inference, evaluate, transcribe, bench.inference_latency) never imports the training loop.
 """
 
 import argparse
