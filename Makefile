@@ -2,13 +2,14 @@
 PY := .venv/bin/python
 SETUP_STAMP := .venv/.setup-done
 
-.PHONY: setup test test-all demo clean-demo gpu-check help
+.PHONY: setup test test-all demo clean-demo gpu-check wheelhouse help
 
 help:
-	@echo "make setup     create .venv and install everything (Debian packages too)"
+	@echo "make setup     create .venv with every pinned dependency (no root needed; sox too where root allows)"
 	@echo "make demo      the whole benchmark end to end on a synthetic corpus, on this CPU"
 	@echo "make test      the test suite (what CI runs); make test-all includes the slow tests"
 	@echo "make gpu-check prove a CUDA machine offline (its own python3 and torch; README: GPU machines)"
+	@echo "make wheelhouse PYTHON=3.12  the wheels an offline GPU machine with Python 3.12 needs (< 50 MB)"
 
 setup: $(SETUP_STAMP)
 
@@ -31,3 +32,8 @@ clean-demo:
 # No setup here: a GPU machine keeps its own torch (scripts/install_wheelhouse.sh installs the rest).
 gpu-check:
 	scripts/gpu-check.sh
+
+# On a connected machine, for an offline GPU one: PYTHON is the GPU machine's Python version.
+wheelhouse:
+	@test -n "$(PYTHON)" || { echo "usage: make wheelhouse PYTHON=3.12 (the GPU machine's Python version)" >&2; exit 2; }
+	scripts/build_wheelhouse.sh --python-version $(PYTHON)

@@ -1,4 +1,4 @@
-"""`make gpu-check`: the one command that proves a CUDA machine, in about 10 minutes, offline.
+"""`make gpu-check`: the one command that proves a CUDA machine, in at most 10 minutes, offline.
 
 On a machine whose Python already has torch (>= 2.11, never reinstalled) and numpy, after
 `scripts/install_wheelhouse.sh` has installed the rest from a wheelhouse made on a connected machine
@@ -17,10 +17,12 @@ them). Exit status: 0 every step passed, 1 a step failed or no CUDA device, 2 ba
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,8 +34,11 @@ from exit_status import ExitStatus, Failure
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("tests", "sweep", "train")
-# Seconds each step may take: together about 10 minutes on one H100 (the sweep is the longest).
-BUDGET = {"tests": 150, "sweep": 240, "train": 300}
+# Seconds each step may take: 9.5 minutes together, so that with start-up and the report the whole
+# check stays within the issue's 10 minutes (tests/test_gpu_check.py holds them to it). A step past
+# its budget is stopped and reported as "timeout"; the next step still runs.
+TOTAL_BUDGET_S = 600
+BUDGET = {"tests": 120, "sweep": 210, "train": 240}
 
 
 def environment() -> dict:
@@ -87,20 +92,34 @@ def run_step(name: str, command: list[str], out: Path, env: dict | None = None) 
     log = out / f"{name}.log"
     start = time.time()
     with open(log, "w") as sink:
+        # A session of its own: on timeout the whole step stops (demo.sh's trainer, mirror, ...), not
+        # only its first process, so nothing of it runs on into the next step.
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            start_new_session=True,
+        )
         try:
-            done = subprocess.run(
-                command,
-                cwd=REPO,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                timeout=BUDGET[name],
-                env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
-            )
-            status = done.returncode
+            status = process.wait(timeout=BUDGET[name])
         except subprocess.TimeoutExpired:
+            stop_session(process)
             status = "timeout"
     print(f"  {name}: {'passed' if status == 0 else f'FAILED ({status})'} in {time.time() - start:.0f} s; log {log}")
     return {"command": " ".join(command), "status": status, "seconds": round(time.time() - start, 1), "log": log.name}
+
+
+def stop_session(process: subprocess.Popen, grace_s: float = 10) -> None:
+    """SIGTERM to the step's whole session (demo.sh then stops its mirror), then SIGKILL to what is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def tests_step(out: Path) -> dict:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts the benchmark image with the GPUs, and with the working tree, the dataset and the results
-# directory mounted, then runs a command in it (default: an interactive bash).
+# Starts the benchmark image with the GPUs, the host's network and IPC namespaces, the InfiniBand
+# devices when the host has them, and with the working tree, the dataset and the results directory
+# mounted, then runs a command in it (default: an interactive bash). Ready for several nodes.
 set -euo pipefail
 caller_dir=$PWD
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,7 +10,13 @@ workdir=/workspace/ds2
 
 IMAGE=${IMAGE:-mlperf/ds2:latest}
 GPUS=${GPUS:-all}
+NETWORK=${NETWORK:-host}
+IPC=${IPC:-host}
 SHM_SIZE=${SHM_SIZE:-16g}
+INFINIBAND=${INFINIBAND:-/dev/infiniband}
+# Passed into the container from the caller's environment when set: the launch (run_and_time.sh
+# starts torchrun from these) and every NCCL_* variable.
+LAUNCH_VARIABLES=(NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT)
 
 usage() {
   cat <<EOF
@@ -30,7 +37,15 @@ Example: docker/run-dev.sh ./run_and_time.sh
 environment:
   IMAGE        image to run (default mlperf/ds2:latest, as built by docker/build-docker.sh)
   GPUS         value of docker run --gpus (default all; e.g. '"device=0,1"')
-  SHM_SIZE     size of /dev/shm (default 16g); SHM_SIZE=host shares the host's IPC namespace instead
+  NETWORK      docker run --network (default host: torchrun's rendezvous and NCCL's sockets use the
+               host's interfaces, so other nodes reach the container at the host's address)
+  IPC          docker run --ipc (default host: /dev/shm for DataLoader workers and NCCL's shared
+               memory); IPC=private keeps a private namespace with a /dev/shm of SHM_SIZE
+  SHM_SIZE     size of /dev/shm when IPC=private (default 16g); SHM_SIZE=host means IPC=host
+  INFINIBAND   InfiniBand device directory, passed with --device and --cap-add IPC_LOCK when it
+               exists (default /dev/infiniband; INFINIBAND=none never passes it)
+  NCCL_*, ${LAUNCH_VARIABLES[*]}
+               passed into the container when set (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA, NCCL_DEBUG)
   DATA_DIR     dataset directory on the host
   RESULTS_DIR  results directory on the host
   DOCKER_ARGS  extra docker run options, split on spaces (e.g. "--user 1000:1000")
@@ -77,18 +92,31 @@ for dir in "$data_dir" "$results_dir"; do
   [[ ! -e $dir || -d $dir ]] || die "$dir exists and is not a directory"
 done
 
-# /dev/shm carries the batches DataLoader workers hand to the trainer; Docker's default of 64 MB
-# ends in "bus error". A sized tmpfs keeps the container's IPC namespace private (no shared
-# segments with host processes, none left behind on the host by a killed run) and only uses the
-# memory actually written, so 16g is a cap, not a reservation.
-if [[ $SHM_SIZE == host ]]; then
-  shm=(--ipc=host)
+# /dev/shm carries the batches DataLoader workers hand to the trainer and NCCL's intra-node
+# buffers; Docker's private default of 64 MB ends in "bus error". The host's IPC namespace is what
+# NVIDIA recommends for its PyTorch images; IPC=private gets a sized tmpfs instead (a cap, not a
+# reservation), with no segment shared with, or left behind on, the host.
+[[ $SHM_SIZE != host ]] || IPC=host
+if [[ $IPC == private ]]; then
+  ipc=(--ipc private --shm-size "$SHM_SIZE")
 else
-  shm=(--shm-size "$SHM_SIZE")
+  ipc=(--ipc "$IPC")
 fi
+# Without the InfiniBand devices NCCL silently falls back to TCP sockets between nodes (NET/Socket
+# in its NCCL_DEBUG=INFO output instead of NET/IB); RDMA also needs to pin memory (IPC_LOCK and an
+# unlimited memlock, which is always set).
+infiniband=()
+if [[ $INFINIBAND != none && -d $INFINIBAND ]]; then
+  infiniband=(--device "$INFINIBAND" --cap-add IPC_LOCK)
+fi
+passed_env=()
+for name in "${LAUNCH_VARIABLES[@]}" $(compgen -e NCCL_ || true); do
+  [[ -z ${!name+set} ]] || passed_env+=(-e "$name")
+done
 read -ra docker_args <<<"${DOCKER_ARGS:-}"
 
-cmd=(docker run --rm --gpus "$GPUS" "${shm[@]}" --ulimit memlock=-1 --ulimit stack=67108864)
+cmd=(docker run --rm --gpus "$GPUS" --network "$NETWORK" "${ipc[@]}" "${infiniband[@]}")
+cmd+=(--ulimit memlock=-1 --ulimit stack=67108864 "${passed_env[@]}")
 if [[ -t 0 ]]; then
   cmd+=(-it)
 fi

@@ -1,40 +1,80 @@
 #!/usr/bin/env bash
-# Creates .venv with every pinned dependency, and installs the Debian packages the project uses
-# (espeak-ng for the synthetic corpus, sox for the preprocessing benchmark, libsndfile1 for soundfile).
-# Idempotent: `make setup` runs it only when a requirements file changed.
+# Creates .venv with every pinned dependency. Needs no root: the synthetic corpus speaks with the
+# espeakng-loader wheel and soundfile's wheel bundles libsndfile, so no Debian package is required.
+# The one optional Debian package, sox (the baseline of two benchmarks), is installed when root or
+# passwordless sudo allows it, and otherwise skipped with a note. Idempotent: `make setup` runs it
+# only when a requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-  echo "usage: scripts/setup.sh   (run by 'make setup')"
-  echo "Installs Debian packages espeak-ng, sox, libsndfile1 (needs root or sudo) and creates .venv"
-  echo "with torch==2.13.0 and the pinned requirements*.txt. PYTHON=python3.11 picks the interpreter."
+  echo "usage: scripts/setup.sh [--system-only]   (run by 'make setup')"
+  echo "Creates .venv with torch==2.13.0 and the pinned requirements*.txt. PYTHON=python3.11 picks the"
+  echo "interpreter. Optional: the Debian package sox (bench/preprocess.py and bench/augment_fidelity.py"
+  echo "compare against it), installed if root or passwordless sudo allows, else skipped."
+  echo "--system-only: only that optional step, no .venv."
   exit 0
 fi
-
-DEB_PACKAGES=(espeak-ng sox libsndfile1)
-missing=()
-for pkg in "${DEB_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]]; then
-    SUDO=()
-  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    SUDO=(sudo)
-  else
-    echo "setup: cannot install Debian packages ${missing[*]} (not root, no passwordless sudo)." >&2
-    echo "setup: ask an administrator for: apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-  if ! command -v apt-get >/dev/null; then
-    echo "setup: apt-get not found; install these packages with your system's package manager: ${missing[*]}" >&2
-    exit 1
-  fi
-  echo "setup: installing Debian packages: ${missing[*]}"
-  "${SUDO[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+system_only=0
+if [[ "${1:-}" == "--system-only" ]]; then
+  system_only=1
+elif (($#)); then
+  echo "setup: unknown argument $1 (see --help)" >&2
+  exit 2
 fi
+
+# Optional system tools: what uses each, for the note when one is skipped.
+declare -A OPTIONAL=([sox]="the sox baselines of bench/preprocess.py and bench/augment_fidelity.py")
+case $(uname -m) in
+  x86_64 | aarch64) ;;  # soundfile's wheel bundles libsndfile on these
+  *) OPTIONAL[libsndfile1]="soundfile (its wheel bundles libsndfile only on x86_64 and aarch64)" ;;
+esac
+
+installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+# Prints why the optional packages cannot be installed here, or nothing when they can.
+why_not_installable() {
+  if ! command -v apt-get >/dev/null || ! command -v dpkg-query >/dev/null; then
+    echo "no apt-get/dpkg on this system"
+  elif [[ $(id -u) -ne 0 ]] && ! { command -v sudo >/dev/null && sudo -n true 2>/dev/null; }; then
+    echo "not root and no passwordless sudo"
+  fi
+}
+
+# skip_note REASON PACKAGE...
+skip_note() {
+  local reason=$1 pkg
+  shift
+  for pkg in "$@"; do
+    echo "setup: skipping optional system package $pkg (used only by ${OPTIONAL[$pkg]}): $reason" >&2
+  done
+  echo "setup: to have it later, as root: apt-get install -y $*" >&2
+}
+
+install_optional_packages() {
+  local missing=() pkg reason
+  for pkg in "${!OPTIONAL[@]}"; do
+    if ! command -v dpkg-query >/dev/null || ! installed "$pkg"; then missing+=("$pkg"); fi
+  done
+  ((${#missing[@]})) || return 0
+  reason=$(why_not_installable)
+  if [[ -n $reason ]]; then
+    skip_note "$reason" "${missing[@]}"
+    return 0
+  fi
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
+  echo "setup: installing optional Debian packages: ${missing[*]}"
+  if ! { "${sudo[@]}" apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+    skip_note "apt-get failed" "${missing[@]}"
+  fi
+}
+
+install_optional_packages
+((system_only == 0)) || exit 0
 
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then

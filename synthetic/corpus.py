@@ -1,22 +1,26 @@
-"""Synthesise a LibriSpeech-format corpus with espeak-ng, for tests and the CPU demo.
+"""Synthesise a LibriSpeech-format corpus with espeak-ng, for tests, the CPU demo and `make gpu-check`.
 
 Writes DIR/<subset>.tar.gz laid out exactly like LibriSpeech's archives
 (LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac, 16 kHz mono 16-bit FLAC,
 plus one <speaker>-<chapter>.trans.txt per chapter) and DIR/md5sum.txt, so every later stage
 (download from a mirror, md5 check, extraction, preparation) runs unchanged on it.
 
-The archives are byte-for-byte reproducible for a given seed and espeak-ng version: every random
-choice is made in the parent process from seeded generators, tar members have fixed order, times
-and owners, and the gzip header carries no time or file name.
+The archives are byte-for-byte reproducible for a given seed wherever the same pinned wheels are
+installed (compared on x86_64; README: GPU machines states a small corpus's md5s): espeak-ng is the
+espeakng-loader wheel's libespeak-ng (synthetic.espeak, no system package), each utterance's
+samples depend on its own request only, every random choice is made in the parent process from
+seeded generators, tar members have fixed order, times and owners, and the gzip header carries no
+time or file name.
 """
 
 import argparse
 import gzip
 import hashlib
 import io
+import json
 import multiprocessing
 import random
-import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -30,10 +34,12 @@ import soxr
 from data.files import replacing, write_atomically
 from data.librispeech import SAMPLE_RATE, SUBSETS, archive_name
 from data.progress import progress_bar
+from synthetic import espeak
 from synthetic.sentences import pool_for_subset, sentences
 
-ESPEAK = "espeak-ng"
-VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the directory holding the synthetic package
+# espeak-ng voice names (British English is "en"), each optionally with a "+variant"
+VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4")
 SPEED = (145, 185)  # words per minute of a speaker; each utterance varies it by up to SPEED_JITTER
 SPEED_JITTER = 10
@@ -48,16 +54,16 @@ GZIP_LEVEL = 1  # FLAC barely compresses further; a higher level only costs time
 
 
 class SynthesisError(RuntimeError):
-    """espeak-ng is missing or failed, or the request is malformed."""
+    """espeak-ng (the espeakng-loader wheel) is missing or failed, or the request is malformed."""
 
 
 @dataclass(frozen=True)
 class Utterance:
     uid: str  # <speaker>-<chapter>-<utt:04d>
     text: str
-    voice: str  # espeak-ng -v argument
-    speed: int
-    pitch: int
+    voice: str  # espeak-ng voice name[+variant]
+    speed: int  # words per minute
+    pitch: int  # 0-99
 
 
 @dataclass(frozen=True)
@@ -133,27 +139,39 @@ def trim(audio: np.ndarray, rate: int) -> np.ndarray:
     return audio[max(0, loud[0] - keep) : loud[-1] + 1 + keep]
 
 
-def speak(utterance: Utterance) -> np.ndarray:
-    """espeak-ng -> (S,) int16 at 16 kHz, silence trimmed."""
-    command = [
-        ESPEAK,
-        "-v",
-        utterance.voice,
-        "-s",
-        str(utterance.speed),
-        "-p",
-        str(utterance.pitch),
-        "--stdout",
-        utterance.text,
-    ]
-    result = subprocess.run(command, capture_output=True, check=False)
-    if result.returncode != 0 or len(result.stdout) <= 44:
-        raise SynthesisError(
-            f"utterance {utterance.uid}: espeak-ng failed (exit {result.returncode}) on {utterance.text!r} "
-            f"with voice {utterance.voice}: {result.stderr.decode(errors='replace').strip()}"
-        )
-    audio, rate = soundfile.read(io.BytesIO(result.stdout), dtype="float32")
-    audio = trim(soxr.resample(audio, rate, SAMPLE_RATE), SAMPLE_RATE)
+def speak(batch: list[Utterance]) -> list[np.ndarray]:
+    """espeak-ng (synthetic.espeak, in a process of its own) -> each utterance's (S,) int16 at 16 kHz,
+    silence trimmed."""
+    requests = [{"id": u.uid, "text": u.text, "voice": u.voice, "speed": u.speed, "pitch": u.pitch} for u in batch]
+    done = subprocess.run(
+        [sys.executable, "-m", "synthetic.espeak"],
+        input=json.dumps(requests).encode(),
+        capture_output=True,
+        cwd=PACKAGE_ROOT,  # where `-m synthetic.espeak` finds the very package this module came from
+        check=False,
+    )
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip()
+        raise SynthesisError(f"espeak-ng failed (exit {done.returncode}): {message}")
+    return [_to_16k_int16(samples) for samples in _decoded(done.stdout, len(batch))]
+
+
+def _decoded(stream: bytes, count: int) -> list[np.ndarray]:
+    """synthetic.espeak's output (per utterance: uint32 count, int16 samples) -> `count` int16 arrays."""
+    arrays, position = [], 0
+    for _ in range(count):
+        (n,) = struct.unpack_from("<I", stream, position)
+        arrays.append(np.frombuffer(stream, dtype="<i2", count=n, offset=position + 4))
+        position += 4 + 2 * n
+    if position != len(stream):
+        raise SynthesisError(f"synthetic.espeak wrote {len(stream)} bytes, expected {position}")
+    return arrays
+
+
+def _to_16k_int16(samples: np.ndarray) -> np.ndarray:
+    """(S,) int16 at espeak's rate -> (S',) int16 at 16 kHz, silence trimmed."""
+    audio = soxr.resample(samples.astype(np.float32) / 32768, espeak.SAMPLE_RATE, SAMPLE_RATE)
+    audio = trim(audio, SAMPLE_RATE)
     return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
 
 
@@ -166,11 +184,7 @@ def flac_bytes(samples: np.ndarray) -> bytes:
 
 def render(batch: list[Utterance]) -> list[tuple[bytes, int]]:
     """Worker task: each utterance -> (FLAC bytes, number of samples)."""
-    rendered = []
-    for utterance in batch:
-        samples = speak(utterance)
-        rendered.append((flac_bytes(samples), len(samples)))
-    return rendered
+    return [(flac_bytes(samples), len(samples)) for samples in speak(batch)]
 
 
 # --- archiving ----------------------------------------------------------------------------------
@@ -253,10 +267,10 @@ def check_request(counts: dict[str, int], seed: int, jobs: int) -> None:
         raise SynthesisError(f"seed {seed!r}: must be a whole number >= 0")
     if not isinstance(jobs, int) or jobs < 1:
         raise SynthesisError(f"jobs {jobs!r}: must be a whole number >= 1")
-    if shutil.which(ESPEAK) is None:
-        raise SynthesisError(
-            f"{ESPEAK} is not installed or not on PATH: run `make setup` or `apt-get install espeak-ng`"
-        )
+    try:
+        espeak.load()  # here, so that a missing wheel is one clear error before any work
+    except espeak.EspeakError as err:
+        raise SynthesisError(str(err)) from err
 
 
 def synthesize(out_dir, counts: dict[str, int], seed: int = 1, jobs: int = 2) -> list[Path]:

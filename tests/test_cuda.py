@@ -108,9 +108,12 @@ def _train(data, results_dir, *words, nproc=1, env_extra=None):
 def test_two_ranks_on_one_gpu_equal_one_rank(tmp_path):
     """Two ranks sharing one GPU over gloo (which all-reduces CUDA tensors) exercise DDP and the
     synchronised BatchNorm on CUDA: with statistics shared over both ranks' micro-batches, they take
-    the steps of one rank on the whole global batch. Close, not equal: CUDA's CTC backward is not
-    deterministic."""
+    the steps of one rank on the whole global batch (not of one rank with 2 accumulation steps, whose
+    micro-batches normalise over themselves: that is the CPU's equivalence, tests/test_run_and_time.py).
+    The fixture's 24 training utterances make 3 whole batches of 8, so there is no short tail batch,
+    which the two ranks would leave out. Close, not equal: CUDA's CTC backward is not deterministic."""
     data = trainer_fixtures.write_dataset(tmp_path / "data")
+    assert len(loader.open_split(data, "train")) % 8 == 0
     one = _train(data, tmp_path / "one", "batch_size=8", "epochs=2")
     two = _train(data, tmp_path / "two", "batch_size=8", "epochs=2", nproc=2)
     for a, b in zip(one, two, strict=True):

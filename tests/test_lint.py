@@ -128,13 +128,15 @@ def test_dockerignore_keeps_big_and_local_dirs_out_of_the_context():
     assert {".git", ".venv", "LibriSpeech_dataset", "results"} <= patterns, patterns
 
 
+RUN_DEV_VARIABLES = {
+    *("DATA_DIR", "RESULTS_DIR", "GPUS", "SHM_SIZE", "IMAGE", "DOCKER_ARGS", "NETWORK", "IPC", "INFINIBAND"),
+    *("NPROC", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"),
+}
+
+
 def _print_run_dev(*args, env=None, cwd=None) -> list[str]:
     """The docker command run-dev.sh would run, split into words."""
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATA_DIR", "RESULTS_DIR", "GPUS", "SHM_SIZE", "IMAGE", "DOCKER_ARGS"}
-    }
+    full_env = {k: v for k, v in os.environ.items() if k not in RUN_DEV_VARIABLES and not k.startswith("NCCL_")}
     full_env.update(env or {}, DRY_RUN="1")
     res = _run([str(RUN_DEV), *args], env=full_env, cwd=cwd or REPO, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr
@@ -156,7 +158,10 @@ def test_run_dev_defaults():
     words = _print_run_dev()
     assert words[:2] == ["docker", "run"]
     assert _option(words, "--gpus") == "all"
-    assert _option(words, "--shm-size") == "16g"
+    # several nodes: torchrun's rendezvous and NCCL need the host's network; /dev/shm is the host's
+    assert _option(words, "--network") == "host" and _option(words, "--ipc") == "host"
+    assert "--shm-size" not in words and not [w for w in words if w == "-e"]
+    assert ("--device" in words) == Path("/dev/infiniband").is_dir()
     assert "memlock=-1" in words and "stack=67108864" in words
     assert "-it" not in words  # stdin is not a terminal here
     assert _mounts(words) == {
@@ -172,6 +177,7 @@ def test_run_dev_honours_environment(tmp_path):
         "DATA_DIR": str(tmp_path / "data"),
         "RESULTS_DIR": str(tmp_path / "res"),
         "GPUS": '"device=1"',
+        "IPC": "private",
         "SHM_SIZE": "2g",
         "IMAGE": "me/ds2:test",
     }
@@ -180,6 +186,7 @@ def test_run_dev_honours_environment(tmp_path):
     assert mounts[f"{WORKDIR}/LibriSpeech_dataset"] == str(tmp_path / "data")
     assert mounts[f"{WORKDIR}/results"] == str(tmp_path / "res")
     assert _option(words, "--gpus") == '"device=1"' and _option(words, "--shm-size") == "2g"
+    assert _option(words, "--ipc") == "private"
     assert words[-2:] == ["me/ds2:test", "bash"]
     assert not (tmp_path / "data").exists(), "print mode must not create directories"
 
@@ -202,9 +209,26 @@ def test_run_dev_arguments_beat_environment_and_pass_the_command(tmp_path):
     assert words[-4:] == ["mlperf/ds2:latest", "./run_and_time.sh", "--seed", "3"]
 
 
-def test_run_dev_can_share_the_host_ipc_namespace():
-    words = _print_run_dev(env={"SHM_SIZE": "host"})
-    assert "--ipc=host" in words and "--shm-size" not in words
+def test_run_dev_shm_size_host_still_means_the_host_ipc_namespace():
+    words = _print_run_dev(env={"SHM_SIZE": "host", "IPC": "private"})
+    assert _option(words, "--ipc") == "host" and "--shm-size" not in words
+
+
+def test_run_dev_passes_infiniband_devices_when_present(tmp_path):
+    devices = tmp_path / "infiniband"
+    assert "--device" not in _print_run_dev(env={"INFINIBAND": str(devices)})  # absent: not passed
+    devices.mkdir()
+    words = _print_run_dev(env={"INFINIBAND": str(devices)})
+    assert _option(words, "--device") == str(devices) and _option(words, "--cap-add") == "IPC_LOCK"
+    assert "memlock=-1" in words  # RDMA pins memory
+    assert "--device" not in _print_run_dev(env={"INFINIBAND": "none"})
+
+
+def test_run_dev_passes_nccl_and_launch_variables_into_the_container():
+    env = {"NCCL_SOCKET_IFNAME": "eth0", "NCCL_IB_HCA": "mlx5", "NNODES": "2", "MASTER_ADDR": "node0"}
+    words = _print_run_dev(env=env)
+    passed = {words[i + 1] for i, w in enumerate(words) if w == "-e"}
+    assert passed == set(env)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -162,10 +161,47 @@ def test_api_rejects_bad_requests(tmp_path):
         synthesize(tmp_path, {"dev-clean": -1})
 
 
-def test_cli_missing_espeak(tmp_path):
-    env = dict(os.environ, PATH=str(tmp_path))
-    result = run_cli("--out", str(tmp_path / "out"), "--subsets", "dev-clean:1", env=env)
-    assert result.returncode == 1 and "apt-get install espeak-ng" in result.stderr
+def test_cli_without_the_espeak_wheel_says_how_to_install_it(tmp_path):
+    # sys.modules[name] = None makes `import name` fail as if the wheel were not installed
+    code = (
+        "import sys; sys.modules['espeakng_loader'] = None; from synthetic import corpus; "
+        f"sys.exit(corpus.main(['--out', {str(tmp_path / 'out')!r}, '--subsets', 'dev-clean:1']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "espeakng-loader wheel is not installed" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_utterance_sounds_the_same_whatever_was_spoken_before_it():
+    # libespeak-ng keeps state across utterances (pitch flutter phase, noise generator); each is
+    # spoken from the same state, so the corpus cannot depend on how utterances fall into batches
+    a = synthesize_module.Utterance("1-2-0000", "THE QUICK BROWN FOX", "en+f2", 170, 40)
+    b = synthesize_module.Utterance("1-2-0001", "SOMETHING ELSE ENTIRELY", "en-us+m7", 150, 60)
+    first, _, again, _, last = synthesize_module.speak([a, b, a, b, a])
+    assert len(first) > 8000 and first.tobytes() == again.tobytes() == last.tobytes()
+    assert synthesize_module.speak([a])[0].tobytes() == first.tobytes()
+
+
+def test_an_unknown_voice_names_the_utterance():
+    bad = synthesize_module.Utterance("1-2-0007", "HELLO", "en-nowhere", 170, 40)
+    with pytest.raises(SynthesisError, match="utterance 1-2-0007: voice 'en-nowhere'"):
+        synthesize_module.speak([bad])
+
+
+# The corpus README.md quotes ("## GPU machines"), so that anyone can compare on their machine.
+README_CORPUS = {"train-clean-100": 20, "dev-clean": 5}
+README_MD5SUM = """\
+5c82209b7f8d23529f99731fb4311f6c  dev-clean.tar.gz
+fb00b51ca3fae2685214086df018d04e  train-clean-100.tar.gz
+"""
+
+
+def test_the_small_seeded_corpus_has_the_md5s_the_readme_states(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "synthetic/synthesize.sh --out /tmp/ds2-corpus --subsets train-clean-100:20,dev-clean:5 --seed 1" in readme
+    assert README_MD5SUM in readme
+    synthesize(tmp_path, README_CORPUS, seed=1, jobs=2)
+    assert (tmp_path / "md5sum.txt").read_text() == README_MD5SUM
 
 
 def test_cli_help_and_shell_wrapper():
