@@ -1,4 +1,9 @@
-"""Every hyperparameter of the DeepSpeech2 benchmark, with the 2018 reference's defaults.
+"""Every hyperparameter of the DeepSpeech2 benchmark: the reference's model, features and target, and
+the benchmark's default training recipe (README "The default recipe": each choice with its reason).
+
+The fixed knobs (rule=FIXED) define the benchmark: a valid run keeps their defaults, and the MLPerf
+rules file (pytorch/ds2_rules.yaml, generated from this file) rejects a log where one differs. The
+tunable ones are the submitter's. The final 2018 reference run is `preset=reference2018`.
 
 Three ways to change a knob, applied in this order:
   1. edit the default below;
@@ -94,14 +99,20 @@ class Params:
     )
     # --- optimisation ---
     optimizer: str = knob(
-        "sgd", OPTIMIZER, "sgd: SGD with Nesterov momentum (the reference) | adamw", choices=("sgd", "adamw")
+        "adamw", OPTIMIZER, "adamw | sgd: SGD with Nesterov momentum (the 2018 reference)", choices=("sgd", "adamw")
     )
-    lr: float = knob(1e-4, OPTIMIZER, "base learning rate (of the global batch)", range=(0.0, 10.0), low_open=True)
+    lr: float = knob(
+        1e-3,
+        OPTIMIZER,
+        "peak learning rate of the global batch; for another batch_size B, adamw: lr x sqrt(B / 256)",
+        range=(0.0, 10.0),
+        low_open=True,
+    )
     momentum: float = knob(0.9, OPTIMIZER, "SGD momentum (Nesterov); AdamW beta1; below 1", range=(0.0, 1.0))
-    weight_decay: float = knob(0.0, OPTIMIZER, "L2 (sgd) or decoupled (adamw) weight decay", range=(0.0, 1.0))
+    weight_decay: float = knob(1e-3, OPTIMIZER, "L2 (sgd) or decoupled (adamw) weight decay", range=(0.0, 1.0))
     max_norm: float = knob(400.0, OPTIMIZER, "clip the global gradient norm to this (0: no clipping)", range=(0.0, 1e9))
     lr_schedule: str = knob(
-        "anneal",
+        "onecycle",
         SCHEDULE,
         "anneal: lr /= learning_anneal every epoch | onecycle: warm-up, then cosine decay per step",
         choices=("anneal", "onecycle"),
@@ -117,13 +128,24 @@ class Params:
         23.0, SCHEDULE, "stop once the validation corpus WER (%) is at or below this", rule=FIXED, range=(0.0, 100.0)
     )
     batch_size: int = knob(
-        8, BATCH, "global batch: utterances per optimiser step, over all processes", range=(1, 1 << 20)
+        256, BATCH, "global batch: utterances per optimiser step, over all processes", range=(1, 1 << 20)
     )
     gradient_accumulation_steps: int = knob(
-        1, BATCH, "micro-batches per process per step (batch_size divides evenly)", range=(1, 1 << 20)
+        0,
+        BATCH,
+        "micro-batches per process per step (batch_size divides evenly); 0: the fewest that keep each "
+        "micro-batch within micro_batch_size",
+        range=(0, 1 << 20),
+    )
+    micro_batch_size: int = knob(
+        32,
+        BATCH,
+        "most utterances a process runs forward at once (sizes gradient_accumulation_steps=0)",
+        range=(1, 1 << 20),
+        when=("gradient_accumulation_steps", 0),
     )
     precision: str = knob(
-        "fp32",
+        "bf16",
         PRECISION,
         "fp32 | bf16 | fp16 for convs, RNNs and head; CTC stays fp32",
         choices=("fp32", "bf16", "fp16"),
@@ -147,17 +169,17 @@ class Params:
         pattern=NAME_PATTERN,
     )
     max_duration: float = knob(
-        0.0, DATA, "s; skip longer training utterances (0: keep all, as the reference)", range=(0.0, 1e6)
+        16.7, DATA, "s; skip longer training utterances (0: keep all, as the 2018 reference)", range=(0.0, 1e6)
     )
     shuffle_batches: bool = knob(
-        False, DATA, "False: length order every epoch (the reference); True: seeded shuffle of batches"
+        True, DATA, "True: seeded shuffle of the length-ordered batches; False: length order every epoch (2018)"
     )
     num_workers: int = knob(2, DATA, "DataLoader worker processes", range=(0, 256))
     # --- augmentation of training utterances (never of evaluation), per (seed, epoch, utterance) ---
-    tempo_perturb: bool = knob(False, AUGMENTATION, "random tempo change (the reference: sox tempo)")
+    tempo_perturb: bool = knob(True, AUGMENTATION, "random tempo change (the reference: sox tempo)")
     tempo_low: float = knob(0.85, AUGMENTATION, "lowest tempo factor", range=(0.5, 2.0), when=("tempo_perturb", True))
     tempo_high: float = knob(1.15, AUGMENTATION, "highest tempo factor", range=(0.5, 2.0), when=("tempo_perturb", True))
-    gain_perturb: bool = knob(False, AUGMENTATION, "random gain (the reference: sox gain)")
+    gain_perturb: bool = knob(True, AUGMENTATION, "random gain (the reference: sox gain)")
     gain_low_db: float = knob(-6.0, AUGMENTATION, "lowest gain (dB)", range=(-60.0, 60.0), when=("gain_perturb", True))
     gain_high_db: float = knob(8.0, AUGMENTATION, "highest gain (dB)", range=(-60.0, 60.0), when=("gain_perturb", True))
     spec_augment: bool = knob(False, AUGMENTATION, "SpecAugment frequency and time masks")
@@ -197,6 +219,14 @@ class Params:
     def n_features(self) -> int:
         """Feature bins per frame: n_fft // 2 + 1 for the spectrogram, n_mfcc for MFCCs."""
         return self.n_fft // 2 + 1 if self.feature == "spectrogram" else self.n_mfcc
+
+    def accumulation_steps(self, world_size: int) -> int:
+        """Micro-batches per process per optimiser step at this world size: gradient_accumulation_steps,
+        or where it is 0, the fewest that keep each micro-batch within micro_batch_size utterances
+        (so the default recipe's global batch of 256 is 8 x 32 on one GPU and 1 x 32 on eight)."""
+        if self.gradient_accumulation_steps:
+            return self.gradient_accumulation_steps
+        return max(1, -(-self.batch_size // (world_size * self.micro_batch_size)))
 
     def applies(self, name: str) -> bool:
         """Whether knob `name` matters under the other knobs' values (n_mfcc only for feature=mfcc, ...)."""
@@ -295,7 +325,10 @@ def _check(p: Params) -> None:
         raise ParamError(f"n_mfcc={p.n_mfcc}: must not exceed n_mels={p.n_mels}")
     if p.momentum >= 1:
         raise ParamError(f"momentum={p.momentum}: must be below 1 (SGD diverges; AdamW's beta1 must be < 1)")
-    if p.batch_size % p.gradient_accumulation_steps:
+    for low, high in (("tempo_low", "tempo_high"), ("gain_low_db", "gain_high_db")):
+        if p.applies(low) and getattr(p, low) > getattr(p, high):
+            raise ParamError(f"{low}={getattr(p, low)}: must not exceed {high}={getattr(p, high)}")
+    if p.gradient_accumulation_steps and p.batch_size % p.gradient_accumulation_steps:
         raise ParamError(
             f"batch_size={p.batch_size}: must be divisible by "
             f"gradient_accumulation_steps={p.gradient_accumulation_steps}"

@@ -76,7 +76,7 @@ class Bucket:
 def buckets_of(durations: np.ndarray, p: params.Params, world_size: int, n_buckets: int) -> list[Bucket]:
     """The run's global batches (length order), grouped into n_buckets of about equal step counts."""
     batches = loader.global_batches(len(durations), p.batch_size, False, p.seed, 0)
-    parts = world_size * p.gradient_accumulation_steps
+    parts = world_size * p.accumulation_steps(world_size)
     groups = np.array_split(np.arange(len(batches)), min(n_buckets, len(batches)))
     result = []
     for group in groups:
@@ -96,14 +96,14 @@ def buckets_of(durations: np.ndarray, p: params.Params, world_size: int, n_bucke
     return result
 
 
-def time_bucket(trainer: train.Trainer, bucket: Bucket, steps: int) -> float:
-    """Median seconds of one optimiser step (gradient_accumulation_steps micro-batches) after a warm-up."""
+def time_bucket(trainer: train.Trainer, bucket: Bucket, steps: int, accumulation: int) -> float:
+    """Median seconds of one optimiser step (`accumulation` micro-batches) after a warm-up."""
     p, device = trainer.p, trainer.world.device
     batch = loader.Batch.synthetic(bucket.micro_batch, p.n_features, bucket.frames, torch.Generator().manual_seed(0))
     if device.type == "cuda":
         batch = batch.pin_memory()
-    micro = [batch] * p.gradient_accumulation_steps
-    count = bucket.micro_batch * p.gradient_accumulation_steps
+    micro = [batch] * accumulation
+    count = bucket.micro_batch * accumulation
     times = []
     for step in range(steps + 1):
         sync(device)
@@ -121,11 +121,14 @@ def measure(p: params.Params, durations: np.ndarray, args) -> dict:
     if world.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(world.device)
     trainer = train.build_trainer(p, world, total_steps=10**6)
+    if p.max_duration > 0:  # the trainer skips longer training utterances
+        durations = durations[durations <= p.max_duration]
+    accumulation = p.accumulation_steps(args.world_size)
     buckets = buckets_of(durations, p, args.world_size, args.buckets)
     rows, epoch_s, flops = [], 0.0, 0.0
     for bucket in buckets:
         try:
-            step_s = time_bucket(trainer, bucket, args.steps)
+            step_s = time_bucket(trainer, bucket, args.steps, accumulation)
         except torch.OutOfMemoryError:
             trainer.optimizer.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
@@ -136,7 +139,7 @@ def measure(p: params.Params, durations: np.ndarray, args) -> dict:
         rows.append(dataclasses.asdict(bucket) | {"step_s": step_s})
         epoch_s += bucket.steps * step_s
         # FLOPs of this device's share: micro-batches of the bucket's length (padding included, as run).
-        per_step = 3 * 2 * forward_macs(p, bucket.frames) * bucket.micro_batch * p.gradient_accumulation_steps
+        per_step = 3 * 2 * forward_macs(p, bucket.frames) * bucket.micro_batch * accumulation
         flops += bucket.steps * per_step
     dtype = precision.compute_dtype(p.precision)
     bound = gemm_gflops(dtype, size=8192 if world.device.type == "cuda" else 1024)
@@ -158,10 +161,11 @@ def measure(p: params.Params, durations: np.ndarray, args) -> dict:
 
 
 def describe(p: params.Params, args) -> str:
-    micro = p.batch_size // (args.world_size * p.gradient_accumulation_steps)
+    accumulation = p.accumulation_steps(args.world_size)
+    micro = math.ceil(p.batch_size / (args.world_size * accumulation))
     return (
         f"preset={p.preset or '-'} precision={p.precision} fp32_math={p.fp32_math} batch={p.batch_size} "
-        f"accumulation={p.gradient_accumulation_steps} world={args.world_size} (micro-batch {micro}/device)"
+        f"accumulation={accumulation} world={args.world_size} (micro-batch {micro}/device)"
     )
 
 
@@ -226,10 +230,10 @@ def run(args) -> None:
         f"torch {torch.__version__}"
     )
     for p in configurations(args):
-        if p.batch_size % (args.world_size * p.gradient_accumulation_steps):
+        if p.batch_size % (args.world_size * p.accumulation_steps(args.world_size)):
             raise UsageError(
                 f"batch_size={p.batch_size}: must be divisible by --world-size {args.world_size} x "
-                f"gradient_accumulation_steps={p.gradient_accumulation_steps}"
+                f"gradient_accumulation_steps={p.accumulation_steps(args.world_size)}"
             )
         result = measure(p, durations, args)
         results.append(result)

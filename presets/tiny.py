@@ -8,4 +8,7 @@ OVERRIDES = dict(
     batch_size=4,
     epochs=2,
     num_workers=0,
+    precision="fp32",  # exact comparisons between runs are simplest to read in fp32
+    tempo_perturb=False,  # the tests of augmentation turn it on themselves
+    gain_perturb=False,
 )

@@ -3,12 +3,48 @@ import pytest
 import params
 
 
-def test_defaults_are_the_references():
+def test_fixed_defaults_are_the_references():
     p = params.make()
     assert (p.sample_rate, p.n_fft, p.hop_length, p.window, p.n_features) == (16000, 320, 160, "hamming", 161)
     assert (p.rnn_type, p.hidden_size, p.hidden_layers, p.bidirectional) == ("gru", 2560, 3, True)
-    assert (p.optimizer, p.lr, p.momentum, p.max_norm, p.learning_anneal) == ("sgd", 1e-4, 0.9, 400.0, 1.1)
-    assert (p.batch_size, p.epochs, p.target_wer, p.seed) == (8, 10, 23.0, 1)
+    assert (p.epochs, p.target_wer, p.seed, p.train_manifest, p.val_manifest) == (10, 23.0, 1, "train", "val")
+
+
+def test_the_default_recipe_is_the_readmes():
+    p = params.make()
+    assert (p.optimizer, p.lr, p.momentum, p.weight_decay, p.max_norm) == ("adamw", 1e-3, 0.9, 1e-3, 400.0)
+    assert (p.lr_schedule, p.warmup_fraction, p.batch_size, p.micro_batch_size) == ("onecycle", 0.15, 256, 32)
+    assert (p.precision, p.max_duration, p.shuffle_batches) == ("bf16", 16.7, True)
+    assert (p.tempo_perturb, p.gain_perturb, p.spec_augment) == (True, True, False)
+
+
+@pytest.mark.parametrize("world_size, steps", [(1, 8), (2, 4), (3, 3), (8, 1), (16, 1)])
+def test_accumulation_keeps_micro_batches_within_micro_batch_size(world_size, steps):
+    p = params.make()  # 256 utterances, at most 32 per micro-batch
+    assert p.accumulation_steps(world_size) == steps
+    assert p.batch_size / (world_size * steps) <= p.micro_batch_size
+    assert params.make({"gradient_accumulation_steps": 2}).accumulation_steps(world_size) == 2
+
+
+def test_reference2018_is_the_final_2018_run():
+    p = params.make({"preset": "reference2018"})
+    assert (p.bidirectional, p.optimizer, p.lr, p.momentum, p.batch_size, p.max_norm) == (
+        False,
+        "sgd",
+        1e-4,
+        0.9,
+        8,
+        400.0,
+    )
+    assert (p.lr_schedule, p.learning_anneal, p.precision, p.max_duration, p.shuffle_batches) == (
+        "anneal",
+        1.1,
+        "fp32",
+        0.0,
+        False,
+    )
+    assert (p.tempo_low, p.tempo_high, p.gain_low_db, p.gain_high_db) == (0.85, 1.15, -6.0, 8.0)
+    assert p.tempo_perturb and p.gain_perturb and not p.spec_augment and p.accumulation_steps(1) == 1
 
 
 def test_overrides_are_typed():
@@ -91,4 +127,4 @@ def test_bad_parameters_are_usage_errors():
 
 def test_describe_marks_changes():
     text = params.describe(params.parse(["lr=0.5"]))
-    assert "lr" in text and "(default 0.0001)" in text
+    assert "lr" in text and "(default 0.001)" in text
