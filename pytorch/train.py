@@ -3,7 +3,7 @@
     python -m pytorch.train --data-dir DIR --results-dir DIR [--resume] [--dry-run] [key=value ...]
 
 One process, or one per device under torchrun (WORLD_SIZE > 1), in this same loop. Each global batch
-of p.batch_size utterances is cut into world size x gradient_accumulation_steps micro-batches in a
+of p.batch_size utterances is cut into world size x p.accumulation_steps(world size) micro-batches in a
 fixed order (pytorch.loader); every rank back-propagates its micro-batches' summed CTC / the global
 batch size, and DistributedDataParallel sums the gradients over ranks, so an optimiser step is the
 same computation whatever the world size. The host reads from the device once per step.
@@ -29,6 +29,7 @@ import torch
 
 import exit_status
 import params
+from data.dataset_dir import DatasetDir
 from data.progress import progress_bar
 from exit_status import ExitStatus, Failure
 from pytorch import checkpoint, distributed, inference, loader, precision, results
@@ -296,7 +297,8 @@ def train_epoch(trainer: Trainer, state: RunState, split: loader.Split, data_loa
     """One pass over the training set in (optionally shuffled) length-ordered batches -> epoch stats."""
     p, world = trainer.p, trainer.world
     batches = loader.global_batches(len(split), p.batch_size, p.shuffle_batches, p.seed, epoch)
-    mine = [loader.micro_batches(b, world.size, p.gradient_accumulation_steps, world.rank) for b in batches]
+    accumulation = p.accumulation_steps(world.size)
+    mine = [loader.micro_batches(b, world.size, accumulation, world.rank) for b in batches]
     data_loader.batch_sampler.set([m for step in mine for m in step], epoch)
     data = iter(data_loader)
     trainer.ddp.train()
@@ -352,7 +354,7 @@ def largest_micro_batch(split: loader.Split, p: params.Params, world: World) -> 
     frames = split.manifest.frames
     best = (0, 0)
     for global_batch in loader.global_batches(len(split), p.batch_size, False, p.seed, 0):
-        for part in loader.split_evenly(global_batch, world.size * p.gradient_accumulation_steps):
+        for part in loader.split_evenly(global_batch, world.size * p.accumulation_steps(world.size)):
             if part and len(part) * int(frames[part[-1]]) > best[0] * best[1]:
                 best = (len(part), int(frames[part[-1]]))
     stretch = 1.0 / p.tempo_low if p.tempo_perturb and p.tempo_low < 1 else 1.0
@@ -388,8 +390,9 @@ def check_memory(trainer: Trainer, split: loader.Split) -> dict:
         raise TrainError(
             f"out of memory on {world.device} with the longest micro-batch of this run: {n} utterances of up to "
             f"{seconds} s ({frames} frames), from batch_size={p.batch_size} over {world.size} process(es) x "
-            f"gradient_accumulation_steps={p.gradient_accumulation_steps} and max_duration={p.max_duration:g}; "
-            "raise gradient_accumulation_steps, lower batch_size or set max_duration (README: memory guidance)"
+            f"gradient_accumulation_steps={p.accumulation_steps(world.size)} and max_duration={p.max_duration:g}; "
+            "raise gradient_accumulation_steps (or lower micro_batch_size), lower batch_size or set max_duration "
+            "(README: memory guidance)"
         ) from None
     finally:
         trainer.optimizer.zero_grad(set_to_none=True)
@@ -480,9 +483,16 @@ def load_resume_state(args, p: params.Params) -> dict | None:
 
 
 def fit(args, p: params.Params, world: World) -> ExitStatus:
-    """The timed run: init (logged), then epochs of training and evaluation until the stop rule."""
-    say = print if world.main else (lambda *a, **k: None)
+    """The data checked, then the timed run under a shared hold of the dataset directory's lock: a
+    download or preparation started on the same directory meanwhile stops at once, naming this run."""
     loader.check_features(args.data_dir, p)  # before anything is created or logged
+    with DatasetDir(args.data_dir).lock(f"python -m pytorch.train (rank {world.rank})", shared=True):
+        return timed_run(args, p, world)
+
+
+def timed_run(args, p: params.Params, world: World) -> ExitStatus:
+    """Init (logged), then epochs of training and evaluation until the stop rule."""
+    say = print if world.main else (lambda *a, **k: None)
     results_dir = prepare_results_dir(args, world)
     saved = load_resume_state(args, p)
     if saved is not None and _finished(RunState(**saved["progress"]), p):
@@ -493,7 +503,7 @@ def fit(args, p: params.Params, world: World) -> ExitStatus:
     try:
         log.event("cache_clear", True)
         log.start("init_start")
-        train_split = loader.open_split(args.data_dir, p.train_manifest, p.max_duration)
+        train_split = loader.open_training_split(args.data_dir, p)  # augmented as p says; val never is
         val_split = loader.open_split(args.data_dir, p.val_manifest)
         steps_per_epoch = len(loader.global_batches(len(train_split), p.batch_size, False, p.seed, 0))
         trainer = build_trainer(p, world, steps_per_epoch * p.epochs)
@@ -512,7 +522,7 @@ def fit(args, p: params.Params, world: World) -> ExitStatus:
                 f"Longest micro-batch ({memory['utterances']} x {memory['seconds']} s): peak "
                 f"{memory['peak_bytes'] / 2**30:.1f} GiB of GPU memory"
             )
-        log.hyperparameters(p, len(train_split), len(val_split))
+        log.hyperparameters(p, len(train_split), len(val_split), p.accumulation_steps(world.size))
         log.event("recurrent_dtype", trainer.recurrent_dtype)  # what the GRUs really compute in
         if world.main:
             results.write_params(results_dir, p.to_dict())
@@ -572,10 +582,9 @@ def run_epochs(trainer: Trainer, state: RunState, splits, log: MLPerfLog, result
     status = "success" if state.reached(p.target_wer) else "aborted"
     seconds = state.train_seconds + stop_time - run_start
     if world.main:
-        extra = {"precision": p.precision, "recurrent_dtype": trainer.recurrent_dtype, "fp32_math": p.fp32_math}
-        results.write_result(
-            results_dir, status, state.metrics, seconds, p.target_wer, p.to_dict(), state.resumed, extra
-        )
+        computed = {"precision": p.precision, "recurrent_dtype": trainer.recurrent_dtype, "fp32_math": p.fp32_math}
+        outcome = results.RunOutcome(status, state.metrics, seconds, state.resumed, computed)
+        results.write_result(results_dir, outcome, p.to_dict())
         say(f"Run {status}: {len(state.metrics)} epochs, {seconds:.1f} s to train; results in {results_dir}")
     return ExitStatus.OK if status == "success" else ExitStatus.TARGET_MISSED
 

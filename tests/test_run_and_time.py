@@ -98,7 +98,7 @@ def test_tiny_timed_run(tmp_path):
     match = re.fullmatch(r"RESULT,SPEECH_RECOGNITION,7,(\d+),[^,]+,(.+)", result[0])
     assert match and match.group(2) == lines[start[0]].removeprefix("STARTING TIMING RUN AT ")
     assert json.loads((tmp_path / "tmp" / "result.json").read_text())["status"] == "success"
-    ok, output = mlperf.check_log(tmp_path / "tmp" / mlperf.LOG_NAME, tmp_path / "checker.log")
+    ok, output = mlperf.check_log(tmp_path / "tmp" / mlperf.LOG_NAME, tmp_path / "checker.log", mlperf.LOG_RULES)
     assert ok, output
 
 
@@ -118,9 +118,11 @@ def test_aborted_run_exits_3(tmp_path):
     assert json.loads((tmp_path / "r" / "result.json").read_text())["status"] == "aborted"
 
 
-def test_two_processes_equal_one_process_accumulating(tmp_path):
+@pytest.mark.parametrize("augmentation", ["off", "on"])
+def test_two_processes_equal_one_process_accumulating(tmp_path, augmentation):
     """NPROC=2 (torchrun, gloo, DistributedDataParallel) with batch_size=8 takes the same steps as one
-    process with gradient_accumulation_steps=2: each rank runs one of the two micro-batches.
+    process with gradient_accumulation_steps=2: each rank runs one of the two micro-batches, and
+    with augmentation on, each utterance gets the same draws in either (pytorch.augment).
 
     CPU only (CUDA_VISIBLE_DEVICES=""): exact equality needs the CPU's determinism, and a one-GPU
     machine has no cuda:1. tests/test_cuda.py runs two ranks on one GPU."""
@@ -128,6 +130,7 @@ def test_two_processes_equal_one_process_accumulating(tmp_path):
 
     data = trainer_fixtures.write_dataset(tmp_path / "tiny")
     common = ["preset=tiny", "optimizer=adamw", "lr=1e-2", "batch_size=8", "target_wer=0"]
+    common += [f"{knob}={augmentation == 'on'}" for knob in ("tempo_perturb", "gain_perturb", "spec_augment")]
 
     def one_process(name, *words):
         args = ["--data-dir", str(data), "--results-dir", str(tmp_path / name), "--device", "cpu", *common, *words]
@@ -149,7 +152,7 @@ def test_two_processes_equal_one_process_accumulating(tmp_path):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         for key in ("wer", "cer", "dropped_utterances", "skipped_steps"):
             assert b[key] == a[key], key
-    ok, output = mlperf.check_log(tmp_path / "two" / mlperf.LOG_NAME, tmp_path / "checker.log")
+    ok, output = mlperf.check_log(tmp_path / "two" / mlperf.LOG_NAME, tmp_path / "checker.log", mlperf.LOG_RULES)
     assert ok, output
 
     # The 2-process checkpoint resumes in 1 process and continues exactly as the 1-process run does.
