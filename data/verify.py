@@ -25,6 +25,7 @@ run side by side, never beside a download or preparation.
 """
 
 import argparse
+import contextlib
 import hashlib
 import os
 import sys
@@ -97,22 +98,35 @@ def hash_one(item: tuple[str, str]) -> tuple[str, str | None, str | None]:
         return rel, None, why(err)
 
 
-def hash_all(data_dir: Path, paths: list[str], jobs: int) -> dict[str, tuple[str | None, str | None]]:
-    """{path: (sha256, None) or (None, "missing" or why it is unreadable)}, hashed by `jobs` processes.
+@contextlib.contextmanager
+def hashing(data_dir: Path, paths: list[str], jobs: int):
+    """Start hashing `paths` in `jobs` worker processes and yield a function that waits for the result:
+    {path: (sha256, None) or (None, "missing" or why it is unreadable)}. Meanwhile the caller runs the
+    checks that need no hashes, so the cores that hash are never idle while it reads manifests.
 
     Processes, not threads: hashlib releases the GIL only while it hashes, and on small files the
     per-file Python work around it (open, stat, read calls) serialises threads on the GIL.
     """
     items = [(str(data_dir), path) for path in paths]
+
+    def collect(results) -> dict[str, tuple[str | None, str | None]]:
+        bar = progress_bar(results, total=len(items), unit="file", desc="sha256")
+        return {rel: (digest, error) for rel, digest, error in bar}
+
     if jobs <= 1 or len(items) < 2:
-        results = map(hash_one, items)
-        return {rel: (digest, error) for rel, digest, error in progress_bar(results, total=len(items), unit="file")}
+        yield lambda: collect(map(hash_one, items))  # one process: hashed when asked
+        return
     # Chunks of files per task: few enough round trips, small enough to keep every process busy to the end.
     chunksize = max(1, min(256, len(items) // (8 * jobs)))
     with workers.pool(jobs) as pool:
-        results = pool.imap_unordered(hash_one, items, chunksize=chunksize)
-        bar = progress_bar(results, total=len(items), unit="file", desc="sha256")
-        return {rel: (digest, error) for rel, digest, error in bar}
+        results = pool.imap_unordered(hash_one, items, chunksize=chunksize)  # the workers start now
+        yield lambda: collect(results)
+
+
+def hash_all(data_dir: Path, paths: list[str], jobs: int) -> dict[str, tuple[str | None, str | None]]:
+    """{path: (sha256, None) or (None, "missing" or why it is unreadable)}, hashed by `jobs` processes."""
+    with hashing(data_dir, paths, jobs) as result:
+        return result()
 
 
 def walk_files(base: Path, data_dir: Path, report: Report) -> list[str]:
@@ -306,10 +320,11 @@ def check_extra_entries(dataset: DatasetDir, records: dict, report: Report) -> N
                 report.problems.append(f"extra: {directory}/{name}{'/' if is_dir else ''}")
 
 
-def check_hashes(dataset: DatasetDir, listed: dict[str, str], jobs: int, report: Report) -> dict[str, str | None]:
-    """Hash every listed file; a problem for each one missing, unreadable or changed. {path: sha256 or None}."""
+def check_hashes(hashes: dict, listed: dict[str, str], report: Report) -> dict[str, str | None]:
+    """A problem for each listed file missing, unreadable or changed (hashes: from `hashing`).
+    {path: sha256 or None}."""
     actual = {}
-    for path, (digest, error) in sorted(hash_all(dataset.root, sorted(listed), jobs).items()):
+    for path, (digest, error) in sorted(hashes.items()):
         actual[path] = digest
         if error == "missing":
             report.problems.append(f"missing: {path}")
@@ -331,7 +346,21 @@ def verify(data_dir, jobs: int = 1) -> Report:
         report.problems.append(f"missing: {dataset.root}/checksums/*.sha256 (nothing prepared)")
         return report
     listed = {path: digest for subset in records.values() for path, digest in subset.items()}
-    actual = check_hashes(dataset, listed, jobs, report)
+    with hashing(dataset.root, sorted(listed), jobs) as hashes:
+        others = check_contents(dataset, records, listed)  # while the workers hash
+        actual = check_hashes(hashes(), listed, report)
+    report.problems += others.problems  # the hashes' problems first, as a reader expects
+    report.notes += others.notes
+    lines = "".join(f"{actual[p]}  {p}\n" for p in sorted(listed) if p.startswith("LibriSpeech/") and actual[p])
+    report.digest = hashlib.sha256(lines.encode()).hexdigest()
+    report.problems = list(dict.fromkeys(report.problems))  # one line per problem, first-seen order
+    return report
+
+
+def check_contents(dataset: DatasetDir, records: dict, listed: dict[str, str]) -> Report:
+    """Everything but the hashes: extra files, transcripts against audio, manifest rows against
+    transcripts and shards, official counts, split manifests."""
+    report = Report()
     shards = Shards(dataset.root, feature_width(dataset, report))
     for subset in sorted(records):
         audio_files = walk_files(dataset.audio(subset), dataset.root, report)
@@ -345,9 +374,6 @@ def verify(data_dir, jobs: int = 1) -> Report:
         check_official(dataset, subset, len(transcripts), report)
     check_splits(dataset, report)
     check_extra_entries(dataset, records, report)
-    lines = "".join(f"{actual[p]}  {p}\n" for p in sorted(listed) if p.startswith("LibriSpeech/") and actual[p])
-    report.digest = hashlib.sha256(lines.encode()).hexdigest()
-    report.problems = list(dict.fromkeys(report.problems))  # one line per problem, first-seen order
     return report
 
 
