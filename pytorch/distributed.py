@@ -89,8 +89,14 @@ def init(device: str = "auto", backend: str | None = None) -> World:
     return World(rank, size, where)
 
 
-def finish(world: World) -> None:
+def finish(world: World, completed: bool = True) -> None:
+    """Tear the process group down. After a completed run, every rank first waits for the others:
+    a rank that destroys its gloo group while a peer's last collective is still in flight makes that
+    peer abort ('terminate called without an active exception', seen at the end of 2-process runs).
+    After an error there is no waiting: the other ranks may be inside another collective."""
     if world.distributed and dist.is_initialized():
+        if completed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -416,11 +416,13 @@ def train(args: argparse.Namespace) -> ExitStatus:
     p = params.parse(args.overrides)
     check_trainable(p)
     world = distributed.init(args.device, args.dist_backend)
+    completed = False
     try:
         precision.check(p.precision, world.device)
         status = dry_run(args, p, world) if args.dry_run else fit(args, p, world)
+        completed = True
     finally:
-        distributed.finish(world)
+        distributed.finish(world, completed)
     if world.distributed and status == ExitStatus.TARGET_MISSED:
         return ExitStatus.OK  # torchrun would report a rank's non-zero exit as a crash; result.json says "aborted"
     return status
@@ -545,7 +547,10 @@ def run_epochs(trainer: Trainer, state: RunState, splits, log: MLPerfLog, result
     run_start = time.time()
     pin = world.device.type == "cuda"
     train_loader = loader.make_loader(train_split.dataset, [], p.num_workers, pin, training=True)
-    val_batches = loader.global_batches(len(val_split), p.batch_size, False, p.seed, 0)[world.rank :: world.size]
+    # Validation in batches of the training micro-batch's size, so a large global batch never becomes one
+    # huge evaluation batch on a device (the batch size changes no result: the model is padding-blind).
+    eval_batch = math.ceil(p.batch_size / (world.size * p.accumulation_steps(world.size)))
+    val_batches = loader.global_batches(len(val_split), eval_batch, False, p.seed, 0)[world.rank :: world.size]
     val_loader = loader.make_loader(val_split.dataset, val_batches, p.num_workers, pin)
     stop_time = None
     for epoch in range(state.epoch, p.epochs):
