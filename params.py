@@ -174,7 +174,9 @@ class Params:
     shuffle_batches: bool = knob(
         True, DATA, "True: seeded shuffle of the length-ordered batches; False: length order every epoch (2018)"
     )
-    num_workers: int = knob(2, DATA, "DataLoader worker processes", range=(0, 256))
+    num_workers: int = knob(
+        4, DATA, "DataLoader worker processes per rank (README, Augmentation: ~2.3 cores feed one GPU)", range=(0, 256)
+    )
     # --- augmentation of training utterances (never of evaluation), per (seed, epoch, utterance) ---
     tempo_perturb: bool = knob(True, AUGMENTATION, "random tempo change (the reference: sox tempo)")
     tempo_low: float = knob(0.85, AUGMENTATION, "lowest tempo factor", range=(0.5, 2.0), when=("tempo_perturb", True))
@@ -227,6 +229,11 @@ class Params:
         if self.gradient_accumulation_steps:
             return self.gradient_accumulation_steps
         return max(1, -(-self.batch_size // (world_size * self.micro_batch_size)))
+
+    def micro_batch(self, world_size: int) -> int:
+        """The most utterances one process runs forward at once at this world size (training, and
+        validation, which uses the same size so that a large global batch never reaches one device)."""
+        return -(-self.batch_size // (world_size * self.accumulation_steps(world_size)))
 
     def applies(self, name: str) -> bool:
         """Whether knob `name` matters under the other knobs' values (n_mfcc only for feature=mfcc, ...)."""

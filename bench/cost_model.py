@@ -31,9 +31,8 @@ import params
 from bench.epoch_time import librispeech_durations, manifest_durations
 from bench.train_step import GATES, forward_macs
 from data.features import frame_count
-from exit_status import UsageError
-from pytorch import loader
-from pytorch.model import output_lengths
+from pytorch import loader, precision
+from pytorch.model import DeepSpeech2, output_lengths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +53,6 @@ H100 = Gpu(
     peak_flops={"fp32": 67e12, "tf32": 494e12, "bf16": 989e12, "fp16": 989e12},
     bus_bytes_s=360e9,
 )
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
 def compute_key(p: params.Params) -> str:
@@ -64,7 +62,7 @@ def compute_key(p: params.Params) -> str:
 def recurrent_frame_s(p: params.Params, gpu: Gpu, utterances: int) -> float:
     """Seconds of one frame of one recurrent layer and direction, forward: W_hh read or its matmul."""
     weights = GATES[p.rnn_type] * p.hidden_size * p.hidden_size
-    read = weights * DTYPE_BYTES[p.precision] / (gpu.hbm_bytes_s * gpu.bandwidth_share)
+    read = weights * precision.compute_dtype(p.precision).itemsize / (gpu.hbm_bytes_s * gpu.bandwidth_share)
     matmul = 2 * utterances * weights / (gpu.peak_flops[compute_key(p)] * gpu.flops_share)
     return max(read, matmul)
 
@@ -92,9 +90,7 @@ def all_reduce_s(gpu: Gpu, n_params: int, gpus: int) -> float:
 
 
 def n_parameters(p: params.Params) -> int:
-    """The model's parameter count, by formula (building the full model costs seconds)."""
-    from pytorch.model import DeepSpeech2
-
+    """The model's parameter count, from the model built on the meta device (no memory, no init)."""
     with torch.device("meta"):
         return sum(t.numel() for t in DeepSpeech2(p).parameters())
 
@@ -109,13 +105,13 @@ def estimate(p: params.Params, durations: np.ndarray, gpus: int, gpu: Gpu = H100
     seconds_of = functools.cache(lambda n, frames: micro_batch_s(p, gpu, n, frames))  # few distinct shapes
     batches = loader.global_batches(len(durations), p.batch_size, False, p.seed, 0)
     for batch in batches:
-        parts = loader.split_evenly(batch, gpus * accumulation)
         rank_s = [0.0] * gpus
-        for k, part in enumerate(parts):
-            if part:
-                frames = frame_count(round(durations[part[-1]] * p.sample_rate), p)
-                rank_s[k // accumulation] += seconds_of(len(part), frames)
-                longest = max(longest, len(part))
+        for rank in range(gpus):
+            for part in loader.micro_batches(batch, gpus, accumulation, rank):  # the trainer's own split
+                if part:
+                    frames = frame_count(round(durations[part[-1]] * p.sample_rate), p)
+                    rank_s[rank] += seconds_of(len(part), frames)
+                    longest = max(longest, len(part))
         epoch_s += max(rank_s) + optimizer_step_s(p, gpu, n_params)
     return {
         "gpus": gpus,
@@ -172,8 +168,6 @@ def main(argv=None) -> int:
 
     def run():
         p = params.parse(args.overrides)
-        if p.precision not in DTYPE_BYTES:
-            raise UsageError(f"precision={p.precision!r}: no cost model")
         durations = manifest_durations(args.manifest) if args.manifest else librispeech_durations()
         rows = [estimate(p, durations, gpus) for gpus in args.gpus]
         print(report(rows, " ".join(args.overrides) or "the default recipe"))

@@ -36,7 +36,6 @@ import exit_status
 import params
 from bench.train_step import forward_macs, gemm_gflops, sync
 from data.features import frame_count
-from exit_status import UsageError
 from pytorch import distributed, loader, precision, train
 
 # LibriSpeech's 960 h training set (train-clean-100 + train-clean-360 + train-other-500).
@@ -161,11 +160,10 @@ def measure(p: params.Params, durations: np.ndarray, args) -> dict:
 
 
 def describe(p: params.Params, args) -> str:
-    accumulation = p.accumulation_steps(args.world_size)
-    micro = math.ceil(p.batch_size / (args.world_size * accumulation))
     return (
         f"preset={p.preset or '-'} precision={p.precision} fp32_math={p.fp32_math} batch={p.batch_size} "
-        f"accumulation={accumulation} world={args.world_size} (micro-batch {micro}/device)"
+        f"accumulation={p.accumulation_steps(args.world_size)} world={args.world_size} "
+        f"(micro-batch {p.micro_batch(args.world_size)}/device)"
     )
 
 
@@ -230,11 +228,6 @@ def run(args) -> None:
         f"torch {torch.__version__}"
     )
     for p in configurations(args):
-        if p.batch_size % (args.world_size * p.accumulation_steps(args.world_size)):
-            raise UsageError(
-                f"batch_size={p.batch_size}: must be divisible by --world-size {args.world_size} x "
-                f"gradient_accumulation_steps={p.accumulation_steps(args.world_size)}"
-            )
         result = measure(p, durations, args)
         results.append(result)
         print(report(result), flush=True)

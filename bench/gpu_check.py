@@ -107,6 +107,9 @@ def run_step(name: str, command: list[str], out: Path, env: dict | None = None) 
         except subprocess.TimeoutExpired:
             stop_session(process)
             status = "timeout"
+        except BaseException:  # Ctrl-C reaches only this process now: take the step's session with it
+            stop_session(process)
+            raise
     print(f"  {name}: {'passed' if status == 0 else f'FAILED ({status})'} in {time.time() - start:.0f} s; log {log}")
     return {"command": " ".join(command), "status": status, "seconds": round(time.time() - start, 1), "log": log.name}
 

@@ -7,11 +7,11 @@ own draws) for at least --seconds per configuration:
   tempo+gain      the 2018 reference's augmentation (pytorch.augment)
   +SpecAugment    tempo, gain and SpecAugment's masks
 for each --workers count. Printed: utterances/s and audio-s/s (stored durations), and the ratio
-against the trainer's consumption: the GPU cost-model ESTIMATE for the full model (about 1,170 utt/s
-per 8-GPU node at about 4 min per LibriSpeech epoch: ~146 utt/s per rank, at LibriSpeech's mean
-12.3 s per utterance ~1,800 audio-s/s per rank; compared in audio-s/s, which the loader's cost
-follows), and with --measure-trainer the training step of these parameters measured here
-(pytorch.train.train_step on a synthetic batch of the dataset's mean duration, as bench.train_step).
+against the trainer's consumption: the GPU ESTIMATE of bench.cost_model for the default recipe on 8
+H100s (3.7 min per LibriSpeech epoch: about 158 utt/s per rank of 12.1 s, about 1,900 audio-s/s;
+compared in audio-s/s, which the loader's cost follows), and with --measure-trainer the training step
+of these parameters measured here (pytorch.train.train_step on a synthetic batch of the dataset's
+mean duration, as bench.train_step).
 Goal: the loader at least 10x the trainer.
 
 Without --data-dir, a dataset of --utterances espeak-ng utterances (synthetic.corpus, prepared by
@@ -33,6 +33,8 @@ import torch
 
 import exit_status
 import params
+from bench import cost_model
+from bench.epoch_time import librispeech_durations
 from data.dataset_dir import DatasetDir
 from pytorch import loader
 from pytorch.augment import Augmentation
@@ -43,14 +45,19 @@ CONFIGS = {
     "tempo+gain": dict(tempo_perturb=True, gain_perturb=True, spec_augment=False),
     "+SpecAugment": dict(tempo_perturb=True, gain_perturb=True, spec_augment=True),
 }
-# The GPU consumption ESTIMATE (first-principles cost model, README "What the recipe costs"; not
-# measured): one node of 8 H100s, bf16, 32 utterances per GPU, about 4 minutes per epoch.
-TRAIN_UTTERANCES, TRAIN_HOURS = 281_241, 960  # LibriSpeech's three training subsets
-GPU_EPOCH_S, GPU_RANKS = 4 * 60, 8
-GPU_UTT_PER_S_PER_RANK = TRAIN_UTTERANCES / GPU_EPOCH_S / GPU_RANKS  # ~146
-LIBRISPEECH_MEAN_S = TRAIN_HOURS * 3600 / TRAIN_UTTERANCES  # ~12.3 s
-GPU_AUDIO_S_PER_S_PER_RANK = GPU_UTT_PER_S_PER_RANK * LIBRISPEECH_MEAN_S  # ~1,800
+GPU_RANKS = 8  # one node of 8 H100s
 GOAL = 10.0
+
+
+def gpu_consumption_estimate() -> tuple[float, float, float]:
+    """(utt/s, mean utterance s, audio-s/s) one GPU rank consumes on the default recipe: the
+    bench.cost_model ESTIMATE for 8 H100s (not measured) over its LibriSpeech-shaped epoch."""
+    p = params.make()
+    durations = librispeech_durations()
+    kept = durations[durations <= p.max_duration] if p.max_duration > 0 else durations
+    epoch_s = cost_model.estimate(p, durations, GPU_RANKS)["epoch_s"]
+    utt_per_s = len(kept) / epoch_s / GPU_RANKS
+    return utt_per_s, float(kept.mean()), utt_per_s * float(kept.mean())
 
 
 def build_dataset(work_dir: Path, utterances: int, p: params.Params, jobs: int) -> Path:
@@ -116,9 +123,10 @@ def print_table(data_dir: Path, p: params.Params, args) -> None:
     trainer = trainer_rate(p, mean_s, args.trainer_steps) if args.measure_trainer else None
     if trainer:
         print(f"trainer, measured here: {trainer:.1f} utt/s ({p.batch_size} x {mean_s:.2f} s per step)")
+    gpu_utt_s, gpu_mean_s, gpu_audio_s = gpu_consumption_estimate()
     print(
-        f"trainer, GPU ESTIMATE (full model, one rank of {GPU_RANKS}): {GPU_UTT_PER_S_PER_RANK:.0f} utt/s of "
-        f"{LIBRISPEECH_MEAN_S:.1f} s = {GPU_AUDIO_S_PER_S_PER_RANK:,.0f} audio-s/s"
+        f"trainer, GPU ESTIMATE (bench.cost_model, the default recipe, one rank of {GPU_RANKS} H100s): "
+        f"{gpu_utt_s:.0f} utt/s of {gpu_mean_s:.1f} s = {gpu_audio_s:,.0f} audio-s/s"
     )
     header = "| augmentation | workers | utt/s | audio-s/s | audio-s per CPU-s | x GPU rank (estimate, audio-s/s) |"
     header += " x trainer here (utt/s) |" if trainer else ""
@@ -129,13 +137,13 @@ def print_table(data_dir: Path, p: params.Params, args) -> None:
         for workers in args.workers:
             utt_s, audio_s, per_cpu_s = loader_rate(augmented, p, args.batch_size, workers, args.seconds)
             cpu = f"{per_cpu_s:,.0f}" if workers == 0 else "-"
-            vs_gpu = audio_s / GPU_AUDIO_S_PER_S_PER_RANK
+            vs_gpu = audio_s / gpu_audio_s
             row = f"| {name} | {workers} | {utt_s:,.0f} | {audio_s:,.0f} | {cpu} | {vs_gpu:.1f} |"
             row += f" {utt_s / trainer:.1f} |" if trainer else ""
             print(row, flush=True)
     print(
         f"goal: at least {GOAL:g}x what the trainer consumes; a GPU rank needs about {GOAL:g} x "
-        f"{GPU_AUDIO_S_PER_S_PER_RANK:,.0f} / (audio-s per CPU-s) worker cores for it"
+        f"{gpu_audio_s:,.0f} / (audio-s per CPU-s) worker cores for it"
     )
 
 

@@ -173,7 +173,7 @@ def measure(data_dir: Path, p: params.Params, samples: int, started: float) -> d
     mine = [loader.micro_batches(b, 1, p.accumulation_steps(1), 0) for b in batches]
     clock.lap("global_batches")
     train_loader = loader.make_loader(train.dataset, [], p.num_workers, pin_memory=False, training=True)
-    val_batches = loader.global_batches(len(val), p.batch_size, False, p.seed, 0)
+    val_batches = loader.global_batches(len(val), p.micro_batch(1), False, p.seed, 0)  # as pytorch.train
     loader.make_loader(val.dataset, val_batches, p.num_workers, pin_memory=False)
     train_loader.batch_sampler.set([m for step in mine for m in step], 0)
     clock.lap("make_loaders")

@@ -27,10 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import exit_status
 import params
 from data.dataset_dir import DatasetDir
 from data.prepare import prepare
 from data.verify import Report, hash_all, read_records, verify
+from exit_status import Failure
 
 PER_CHAPTER = 20
 SECONDS = (10.0, 16.0)  # LibriSpeech utterances: mostly 10-16 s
@@ -52,7 +54,7 @@ def listed_files(data_dir: Path) -> list[str]:
     report = Report()
     records = read_records(DatasetDir(data_dir), report)
     if report.problems or not records:
-        sys.exit(f"error: {data_dir}: no readable checksum records ({'; '.join(report.problems) or 'none'})")
+        raise Failure(f"{data_dir}: no readable checksum records ({'; '.join(report.problems) or 'none'})")
     return sorted({path for record in records.values() for path in record})
 
 
@@ -91,7 +93,7 @@ def coreutils(tool: str, data_dir: Path, paths: list[str]) -> None:
 def run_verify(data_dir: Path, jobs: int) -> None:
     report = verify(data_dir, jobs)
     if not report.passed:
-        sys.exit(f"error: {data_dir} does not verify: {report.problems[:5]}")
+        raise Failure(f"{data_dir} does not verify: {report.problems[:5]}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -130,6 +132,10 @@ def report(total: int, rows: list[tuple[str, list[tuple[float, float]]]], jobs: 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return exit_status.run(lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> None:
     temp = None
     if args.data_dir is None:
         temp = None if args.keep else tempfile.mkdtemp(prefix="verify-throughput-")
@@ -157,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ def parse_args(argv):
     )
     parser.add_argument("--split", default="val", help="val, test or any manifests/<name>.jsonl name (default: val)")
     parser.add_argument(
-        "--batch-size", type=int, help="utterances per forward pass (default: the checkpoint's batch_size)"
+        "--batch-size",
+        type=int,
+        help="utterances per forward pass (default: the checkpoint's micro-batch on one device)",
     )
     parser.add_argument("--num-workers", type=int, help="data loader processes (default: the checkpoint's num_workers)")
     parser.add_argument(
@@ -76,7 +78,7 @@ def parse_args(argv):
 def run(args) -> None:
     model, p = inference.load_model(args.checkpoint, args.device, args.precision)
     loader.check_features(args.data_dir, p)
-    batch_size = args.batch_size or p.batch_size
+    batch_size = args.batch_size or p.micro_batch(1)  # as training validates: never a whole global batch at once
     workers = p.num_workers if args.num_workers is None else args.num_workers
     result = inference.evaluate_split(model, loader.open_split(args.data_dir, args.split), batch_size, workers)
     print(

@@ -131,8 +131,9 @@ def _knob_checks(name: str, benchmark: bool) -> list[str]:
     return checks
 
 
-def _key(name: str, checks: list[str] | str, post: str = "") -> dict:
-    record = {"NAME": name, "REQ": "EXACTLY_ONE", "CHECK": checks}
+def _key(name: str, checks: list[str] | str, post: str = "", req: str = "EXACTLY_ONE") -> dict:
+    """One KEY record of the checker: how often the key occurs, its CHECKs and what POST records."""
+    record = {"NAME": name, "REQ": req, "CHECK": checks}
     return {"KEY": record | ({"POST": post} if post else {})}
 
 
@@ -140,7 +141,7 @@ def _event_rules() -> list[dict]:
     """The timed run's shape: init, then run_start, epochs (each evaluated) and one run_stop."""
 
     def event(name, req, checks, post=""):
-        return {"KEY": {"NAME": name, "REQ": req, "CHECK": checks} | ({"POST": post} if post else {})}
+        return _key(name, checks, post, req)
 
     return [
         event("cache_clear", "AT_LEAST_ONE", "not s['run_started']"),
@@ -205,13 +206,9 @@ def rules(benchmark: bool) -> list[dict]:
         "epochs": None,
         "status": None,
     }
-    state_of = {"target_wer": "target_wer", "epochs": "epochs"}  # knobs the event rules read back
+    read_back = ("target_wer", "epochs")  # knobs the event and END rules compare against
     knobs = [
-        _key(
-            log_key(name),
-            _knob_checks(name, benchmark),
-            f"s['{state_of[name]}'] = v['value']" if name in state_of else "",
-        )
+        _key(log_key(name), _knob_checks(name, benchmark), f"s['{name}'] = v['value']" if name in read_back else "")
         for name in LOGGED_KNOBS
     ]
     if benchmark:

@@ -390,7 +390,9 @@ def check_memory(trainer: Trainer, split: loader.Split) -> dict:
         raise TrainError(
             f"out of memory on {world.device} with the longest micro-batch of this run: {n} utterances of up to "
             f"{seconds} s ({frames} frames), from batch_size={p.batch_size} over {world.size} process(es) x "
-            f"gradient_accumulation_steps={p.accumulation_steps(world.size)} and max_duration={p.max_duration:g}; "
+            f"{p.accumulation_steps(world.size)} accumulation steps (gradient_accumulation_steps="
+            f"{p.gradient_accumulation_steps}, micro_batch_size={p.micro_batch_size}) and "
+            f"max_duration={p.max_duration:g}; "
             "raise gradient_accumulation_steps (or lower micro_batch_size), lower batch_size or set max_duration "
             "(README: memory guidance)"
         ) from None
@@ -547,10 +549,10 @@ def run_epochs(trainer: Trainer, state: RunState, splits, log: MLPerfLog, result
     run_start = time.time()
     pin = world.device.type == "cuda"
     train_loader = loader.make_loader(train_split.dataset, [], p.num_workers, pin, training=True)
-    # Validation in batches of the training micro-batch's size, so a large global batch never becomes one
-    # huge evaluation batch on a device (the batch size changes no result: the model is padding-blind).
-    eval_batch = math.ceil(p.batch_size / (world.size * p.accumulation_steps(world.size)))
-    val_batches = loader.global_batches(len(val_split), eval_batch, False, p.seed, 0)[world.rank :: world.size]
+    # Validation in batches of the training micro-batch's size (the batch size changes no result: the
+    # model is padding-blind).
+    val_batches = loader.global_batches(len(val_split), p.micro_batch(world.size), False, p.seed, 0)
+    val_batches = val_batches[world.rank :: world.size]
     val_loader = loader.make_loader(val_split.dataset, val_batches, p.num_workers, pin)
     stop_time = None
     for epoch in range(state.epoch, p.epochs):
