@@ -28,7 +28,7 @@ import torch
 
 import exit_status
 import params
-from bench.epoch_time import librispeech_durations, manifest_durations
+from bench.epoch_time import librispeech_durations, manifest_durations, trained_durations
 from bench.train_step import GATES, forward_macs
 from data.features import frame_count
 from pytorch import loader, precision
@@ -97,8 +97,7 @@ def n_parameters(p: params.Params) -> int:
 
 def estimate(p: params.Params, durations: np.ndarray, gpus: int, gpu: Gpu = H100) -> dict:
     """One epoch of p's run on `gpus` GPUs: the slowest rank's micro-batches, step by step."""
-    if p.max_duration > 0:
-        durations = durations[durations <= p.max_duration]
+    durations = trained_durations(durations, p)
     accumulation = p.accumulation_steps(gpus)
     n_params = n_parameters(p)
     epoch_s, longest = 0.0, 0

@@ -59,6 +59,12 @@ def librispeech_durations(count: int = LIBRISPEECH_TRAIN["utterances"], seed: in
     return np.sort(seconds)
 
 
+def trained_durations(durations: np.ndarray, p: params.Params) -> np.ndarray:
+    """The durations the trainer trains on: without those over p.max_duration (0: all), as
+    pytorch.loader.open_training_split leaves them out."""
+    return durations[durations <= p.max_duration] if p.max_duration > 0 else durations
+
+
 def manifest_durations(path: Path) -> np.ndarray:
     return np.sort(loader.Manifest.read(path).duration)
 
@@ -120,8 +126,7 @@ def measure(p: params.Params, durations: np.ndarray, args) -> dict:
     if world.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(world.device)
     trainer = train.build_trainer(p, world, total_steps=10**6)
-    if p.max_duration > 0:  # the trainer skips longer training utterances
-        durations = durations[durations <= p.max_duration]
+    durations = trained_durations(durations, p)
     accumulation = p.accumulation_steps(args.world_size)
     buckets = buckets_of(durations, p, args.world_size, args.buckets)
     rows, epoch_s, flops = [], 0.0, 0.0

@@ -34,7 +34,7 @@ import torch
 import exit_status
 import params
 from bench import cost_model
-from bench.epoch_time import librispeech_durations
+from bench.epoch_time import librispeech_durations, trained_durations
 from data.dataset_dir import DatasetDir
 from pytorch import loader
 from pytorch.augment import Augmentation
@@ -54,7 +54,7 @@ def gpu_consumption_estimate() -> tuple[float, float, float]:
     bench.cost_model ESTIMATE for 8 H100s (not measured) over its LibriSpeech-shaped epoch."""
     p = params.make()
     durations = librispeech_durations()
-    kept = durations[durations <= p.max_duration] if p.max_duration > 0 else durations
+    kept = trained_durations(durations, p)
     epoch_s = cost_model.estimate(p, durations, GPU_RANKS)["epoch_s"]
     utt_per_s = len(kept) / epoch_s / GPU_RANKS
     return utt_per_s, float(kept.mean()), utt_per_s * float(kept.mean())
