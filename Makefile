@@ -9,7 +9,7 @@ help:
 	@echo "make demo      the whole benchmark end to end on a synthetic corpus, on this CPU"
 	@echo "make test      the test suite (what CI runs); make test-all includes the slow tests"
 	@echo "make gpu-check prove a CUDA machine offline (its own python3 and torch; README: GPU machines)"
-	@echo "make wheelhouse PYTHON=3.12  the wheels an offline GPU machine with Python 3.12 needs (< 50 MB)"
+	@echo "make wheelhouse PYTHON=3.12  the wheels an offline GPU machine with Python 3.12 needs (< 64 MB each; PYTHON=3.11,3.12,3.13 for several)"
 
 setup: $(SETUP_STAMP)
 
@@ -33,7 +33,8 @@ clean-demo:
 gpu-check:
 	scripts/gpu-check.sh
 
-# On a connected machine, for an offline GPU one: PYTHON is the GPU machine's Python version.
+# On a connected machine, for an offline GPU one: PYTHON is the GPU machine's Python version, or
+# several, comma-separated (one wheelhouse/pythonX.Y each).
 wheelhouse:
-	@test -n "$(PYTHON)" || { echo "usage: make wheelhouse PYTHON=3.12 (the GPU machine's Python version)" >&2; exit 2; }
+	@test -n "$(PYTHON)" || { echo "usage: make wheelhouse PYTHON=3.12 (the GPU machine's Python version; several: PYTHON=3.11,3.12,3.13)" >&2; exit 2; }
 	scripts/build_wheelhouse.sh --python-version $(PYTHON)

@@ -28,7 +28,7 @@ import torch
 
 import exit_status
 import params
-from bench.epoch_time import librispeech_durations, manifest_durations, trained_durations
+from bench.epoch_time import buckets_of, librispeech_durations, manifest_durations, sweep, trained_durations
 from bench.train_step import GATES, forward_macs
 from data.features import frame_count
 from pytorch import loader, precision
@@ -126,6 +126,29 @@ def estimate(p: params.Params, durations: np.ndarray, gpus: int, gpu: Gpu = H100
         "all_reduce_per_step_s": all_reduce_s(gpu, n_params, gpus),
         "w_hh_read_us": recurrent_frame_s(p, gpu, 1) * 1e6,
     }
+
+
+# Set-up seconds of bench.epoch_time --sweep that the model above does not see (ESTIMATES, not
+# measured): the process (interpreter, torch import, CUDA context, the durations), and per
+# configuration its full-size model initialised on the host and copied to the device, its probe and
+# its matmul bound.
+SWEEP_PROCESS_S = 20.0
+SWEEP_CONFIGURATION_S = 8.0
+
+
+def sweep_seconds(base: params.Params, n_buckets: int, steps: int, gpu: Gpu = H100) -> float:
+    """ESTIMATED seconds of `bench.epoch_time --sweep --buckets n_buckets --steps steps` on one `gpu`:
+    per configuration, (steps + 1) optimiser steps (a warm-up) in each bucket, each the bucket's
+    micro-batches (micro_batch_s) and the optimiser step, plus the set-up constants above."""
+    durations = librispeech_durations()
+    total = SWEEP_PROCESS_S
+    for _, p, world_size in sweep(base, cuda=True):
+        n_params, accumulation = n_parameters(p), p.accumulation_steps(world_size)
+        buckets = buckets_of(trained_durations(durations, p), p, world_size, n_buckets)
+        step_s = [accumulation * micro_batch_s(p, gpu, b.micro_batch, b.frames) + optimizer_step_s(p, gpu, n_params)
+                  for b in buckets]  # fmt: skip
+        total += SWEEP_CONFIGURATION_S + (steps + 1) * sum(step_s)
+    return total
 
 
 def hours(seconds: float) -> str:

@@ -12,19 +12,22 @@ The longest micro-batch's memory is the trainer's own start-up check (pytorch.tr
 
     python -m bench.epoch_time preset=tiny --buckets 3 --steps 1           # CPU, seconds
     python -m bench.epoch_time precision=bf16 batch_size=256 --world-size 8
-    python -m bench.epoch_time --sweep                                      # batch 8..256 x precisions
+    python -m bench.epoch_time --sweep --json FILE          # SWEEP's configurations, most needed first
 
 --world-size N projects N devices from this one: each runs its micro-batches and the gradient
 all-reduce is NOT included (NVLink all-reduce of 829 MB of fp32 gradients: a few ms, overlapped with
 the backward pass by DDP; an estimate, not measured here). Printed per configuration: step time per
 bucket, utt/s, audio-s/s, peak device memory, achieved FLOP/s against a large matmul measured in the
-same run and dtype, the projected epoch and 10-epoch times.
+same run and dtype, the projected epoch and 10-epoch times. --json FILE is rewritten after every
+configuration (atomically), with the planned ones listed, so a sweep stopped at its time budget keeps
+every figure it measured and says which configurations it did not reach.
 """
 
 import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,11 +39,38 @@ import exit_status
 import params
 from bench.train_step import forward_macs, gemm_gflops, sync
 from data.features import frame_count
-from pytorch import distributed, loader, precision, train
+from data.files import write_atomically
+from pytorch import distributed, loader, memory, precision, train
 
 # LibriSpeech's 960 h training set (train-clean-100 + train-clean-360 + train-other-500).
 LIBRISPEECH_TRAIN = {"utterances": 281_241, "hours": 960.9, "max_s": 35.2}
-SWEEP_BATCHES = (8, 32, 128, 256)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepEntry:
+    label: str
+    overrides: dict  # applied over RECIPE, over the command line's parameters
+    world_size: int  # devices the run would use; this device runs one rank's share
+
+
+# The default recipe's batch and precision knobs (params.py's defaults), which the sweep's entries
+# start from whatever model the command line names (the full one, or preset=tiny in a rehearsal).
+RECIPE = {
+    name: params.FIELDS[name].default for name, k in params.KNOBS.items() if k.group in (params.BATCH, params.PRECISION)
+}
+# What --sweep (make gpu-check) measures, in the order a user needs the figures: a sweep stopped at its
+# budget keeps the first. The default recipe as 8 GPUs run it (one micro-batch of 32 per GPU and
+# step), the 2018 reference run, the other precisions, then one GPU alone and other micro-batches.
+SWEEP = (
+    SweepEntry("default recipe, bf16, 8 GPUs", {}, 8),
+    SweepEntry("2018 reference run, 1 GPU", params.load_preset("reference2018"), 1),
+    SweepEntry("default recipe, fp16, 8 GPUs", {"precision": "fp16"}, 8),
+    SweepEntry("default recipe, fp32 as tf32, 8 GPUs", {"precision": "fp32", "fp32_math": "tf32"}, 8),
+    SweepEntry("default recipe, fp32, 8 GPUs", {"precision": "fp32"}, 8),
+    SweepEntry("default recipe, bf16, 1 GPU (8 x 32)", {}, 1),
+    SweepEntry("bf16, micro-batch 64, 4 GPUs", {"micro_batch_size": 64}, 4),
+    SweepEntry("bf16, micro-batch 16, 8 GPUs (2 x 16)", {"micro_batch_size": 16}, 8),
+)
 
 
 def librispeech_durations(count: int = LIBRISPEECH_TRAIN["utterances"], seed: int = 0) -> np.ndarray:
@@ -120,24 +150,27 @@ def time_bucket(trainer: train.Trainer, bucket: Bucket, steps: int, accumulation
     return float(np.median(times))
 
 
-def measure(p: params.Params, durations: np.ndarray, args) -> dict:
+def measure(p: params.Params, world_size: int, durations: np.ndarray, args) -> dict:
     """One configuration: per-bucket step times and the projected epoch."""
     world = distributed.single(args.device)
     if world.device.type == "cuda":
+        torch.cuda.empty_cache()  # the previous configuration's blocks
         torch.cuda.reset_peak_memory_stats(world.device)
     trainer = train.build_trainer(p, world, total_steps=10**6)
     durations = trained_durations(durations, p)
-    accumulation = p.accumulation_steps(args.world_size)
-    buckets = buckets_of(durations, p, args.world_size, args.buckets)
+    accumulation = p.accumulation_steps(world_size)
+    buckets = buckets_of(durations, p, world_size, args.buckets)
     rows, epoch_s, flops = [], 0.0, 0.0
     for bucket in buckets:
         try:
             step_s = time_bucket(trainer, bucket, args.steps, accumulation)
-        except torch.OutOfMemoryError:
+        except RuntimeError as err:  # torch's, cuDNN's or cuBLAS's allocation failure
+            if not memory.is_out_of_memory(err):
+                raise
             trainer.optimizer.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
             return {
-                "config": describe(p, args),
+                "config": describe(p, world_size),
                 "error": f"out of memory at {bucket.micro_batch} x {bucket.frames} frames",
             }
         rows.append(dataclasses.asdict(bucket) | {"step_s": step_s})
@@ -150,8 +183,9 @@ def measure(p: params.Params, durations: np.ndarray, args) -> dict:
     utterances, audio_s = sum(b.utterances for b in buckets), sum(b.audio_s for b in buckets)
     peak = torch.cuda.max_memory_allocated(world.device) if world.device.type == "cuda" else None
     return {
-        "config": describe(p, args),
-        "recurrent_dtype": trainer.recurrent_dtype,
+        "config": describe(p, world_size),
+        "recurrent_dtype": trainer.recurrent.dtype,
+        "recurrent_kernel": trainer.recurrent.kernel,
         "buckets": rows,
         "epoch_s": epoch_s,
         "ten_epochs_s": 10 * epoch_s,
@@ -164,11 +198,11 @@ def measure(p: params.Params, durations: np.ndarray, args) -> dict:
     }
 
 
-def describe(p: params.Params, args) -> str:
+def describe(p: params.Params, world_size: int) -> str:
     return (
         f"preset={p.preset or '-'} precision={p.precision} fp32_math={p.fp32_math} batch={p.batch_size} "
-        f"accumulation={p.accumulation_steps(args.world_size)} world={args.world_size} "
-        f"(micro-batch {p.micro_batch(args.world_size)}/device)"
+        f"accumulation={p.accumulation_steps(world_size)} world={world_size} "
+        f"(micro-batch {p.micro_batch(world_size)}/device)"
     )
 
 
@@ -179,7 +213,8 @@ def hours(seconds: float) -> str:
 def report(result: dict) -> str:
     if "error" in result:
         return f"{result['config']}: {result['error']}"
-    lines = [result["config"] + f"  (recurrent layers in {result['recurrent_dtype']})"]
+    kernel = f"{result['recurrent_dtype']} on the {result['recurrent_kernel']} kernel"
+    lines = [result["config"] + f"  (recurrent layers in {kernel})"]
     lines.append("  bucket  steps  micro-batch x frames  step (s)")
     for i, b in enumerate(result["buckets"]):
         lines.append(f"  {i:6d}  {b['steps']:5d}  {b['micro_batch']:11d} x {b['frames']:6d}  {b['step_s']:8.3f}")
@@ -203,44 +238,77 @@ def parse_args(argv):
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="parameters (default: the full model)")
     parser.add_argument("--manifest", type=Path, help="real durations from this prepared manifest (.jsonl)")
+    parser.add_argument(
+        "--seconds-scale",
+        type=float,
+        default=1.0,
+        help="multiply every duration by this (a CPU rehearsal times LibriSpeech's shape at 0.05 of its length)",
+    )
     parser.add_argument("--buckets", type=int, default=8, help="length buckets timed (default %(default)s)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per bucket after a warm-up (default 2)")
     parser.add_argument("--world-size", type=int, default=1, help="devices the run would use (default 1)")
-    parser.add_argument("--sweep", action="store_true", help=f"batch sizes {SWEEP_BATCHES} x each precision")
+    parser.add_argument("--sweep", action="store_true", help="the configurations of SWEEP, most needed first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     args = parser.parse_intermixed_args(argv)
     for name in ("buckets", "steps", "world_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.seconds_scale > 0:
+        parser.error("--seconds-scale must be above 0")
     return args
 
 
-def configurations(args) -> list[params.Params]:
+def sweep(base: params.Params, cuda: bool) -> list[tuple[str, params.Params, int]]:
+    """(label, parameters, world size) of SWEEP's configurations over base's model (fp16 only on CUDA,
+    which it needs)."""
+    return [
+        (
+            entry.label,
+            params.make(base.to_dict() | RECIPE | entry.overrides | {"preset": base.preset}),
+            entry.world_size,
+        )
+        for entry in SWEEP
+        if cuda or entry.overrides.get("precision") != "fp16"
+    ]
+
+
+def configurations(args) -> list[tuple[str, params.Params, int]]:
+    """What to measure: the command line's configuration, or with --sweep SWEEP's over its model."""
     base = params.parse(args.overrides)
     if not args.sweep:
-        return [base]
-    precisions = ["fp32", "bf16"] + (["fp16"] if torch.device(args.device).type == "cuda" else [])
-    return [dataclasses.replace(base, batch_size=b, precision=x) for b in SWEEP_BATCHES for x in precisions]
+        return [("", base, args.world_size)]
+    return sweep(base, cuda=torch.device(args.device).type == "cuda")
+
+
+def write_json(path: Path, header: dict, results: list[dict], complete: bool) -> None:
+    """The figures so far, with what was planned: rewritten whole after every configuration."""
+    measured = {r["config"] for r in results}
+    not_reached = [c for c in header["planned"] if c not in measured]
+    body = header | {"results": results, "not_reached": not_reached, "complete": complete}
+    write_atomically(path, json.dumps(body, indent=1) + "\n")
 
 
 def run(args) -> None:
-    durations = manifest_durations(args.manifest) if args.manifest else librispeech_durations()
-    results = []
+    durations = args.seconds_scale * (manifest_durations(args.manifest) if args.manifest else librispeech_durations())
     print(
         f"durations: {len(durations):,} utterances, {durations.sum() / 3600:.1f} h, mean {durations.mean():.2f} s, "
         f"max {durations.max():.1f} s ({args.manifest or 'LibriSpeech-shaped synthetic'}); device {args.device}, "
         f"torch {torch.__version__}"
     )
-    for p in configurations(args):
-        result = measure(p, durations, args)
+    planned = configurations(args)
+    header = {"durations": len(durations), "device": args.device, "planned": [describe(p, w) for _, p, w in planned]}
+    results = []
+    for label, p, world_size in planned:
+        result = {"label": label} | measure(p, world_size, durations, args)
         results.append(result)
-        print(report(result), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"durations": len(durations), "results": results}, indent=1) + "\n")
+        print((f"[{label}] " if label else "") + report(result), flush=True)
+        if args.json:
+            write_json(args.json, header, results, complete=len(results) == len(planned))
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", train.CUDA_ALLOC_CONF)  # as the trainer, before CUDA starts
     args = parse_args(argv)
     return exit_status.run(lambda: run(args))
 

@@ -42,8 +42,9 @@ import numpy as np
 import exit_status
 import params
 from bench.epoch_time import LIBRISPEECH_TRAIN, librispeech_durations
-from data.dataset_dir import FEATURE_CONFIG, make_row, manifest_of, row_line
+from data.dataset_dir import FEATURE_CONFIG, manifest_of
 from data.labels import LABELS
+from data.manifest import make_row, row_line
 from pytorch import loader
 from pytorch.loader import CHARS_PER_SECOND
 

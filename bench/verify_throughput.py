@@ -1,23 +1,27 @@
-"""verify_dataset.sh's throughput against a single-process `md5sum` of the same files.
+"""verify_dataset.sh against one `md5sum` process over the same files, each timed as a user times it:
+the whole command, a process of its own per run (start-up, imports and the pool's start included).
 
     python -m bench.verify_throughput                       # builds a LibriSpeech-like dataset (3 h) in a temp dir
-    python -m bench.verify_throughput --data-dir DIR        # a prepared dataset directory
-    python -m bench.verify_throughput --hours 6 --jobs 4 --repeats 5
+    python -m bench.verify_throughput --data-dir DIR        # a prepared dataset directory (e.g. demo/dataset-12000-500)
+    python -m bench.verify_throughput --jobs 2 --repeats 9 --json figures.json
 
 The files are every file the dataset's checksum records list (audio, transcripts, feature shards,
-manifests, features.json): those verify hashes. All are read once before timing, so both sides read
-from the page cache and the figures compare CPU work, not the disk. Timed, best of --repeats:
-  md5sum        `xargs -0 md5sum` over the files: one md5sum process at a time (the baseline)
-  sha256sum     the same with sha256sum: verify's hash in C, one process (for scale: where the CPU
-                has SHA extensions sha256 is faster than md5)
-  verify        data.verify.verify(data_dir, jobs): the whole check (hashes, walks, manifests,
-                transcripts, shards), with --jobs hashing processes and with one
-Goal: verify --jobs N at least 0.8 x N times md5sum's MB/s, N = the cores (--jobs defaults to them).
-A built dataset: tone + noise FLACs of 10-16 s in chapters of 20 (tests.corpus), prepared with
-the default 161-bin features, so its file sizes are LibriSpeech's (FLAC ~30 kB/s, shards 32 kB/s).
+manifests, features.json): those verify hashes. All are read once before timing, so every run reads
+from the page cache and the figures compare CPU work, not the disk. The commands run in turn, one
+round after another (md5sum, verify --jobs N, verify --jobs 1, then again), so that a machine whose
+speed drifts slows both sides of a round alike; the ratio is the median over the rounds of
+md5sum's time / verify's time in the same round.
+  md5sum           `xargs -0 md5sum` over the files: one md5sum process at a time (the baseline)
+  verify --jobs N  ./verify_dataset.sh --data-dir DIR --jobs N: the whole check (hashes, walks,
+                   manifests, transcripts, shards), N hashing processes
+Goal: verify --jobs N at least 0.8 x N times as fast as md5sum, N = the cores it may use
+(--jobs defaults to them). A built dataset: tone + noise FLACs of 10-16 s in chapters of 20
+(tests.corpus), prepared with the default 161-bin features, so its file sizes are LibriSpeech's
+(FLAC ~30 kB/s, shards 32 kB/s).
 """
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -31,11 +35,13 @@ import exit_status
 import params
 from data.dataset_dir import DatasetDir
 from data.prepare import prepare
-from data.verify import Report, hash_all, read_records, verify
+from data.verify import Report, read_records
 from exit_status import Failure
 
+REPO = Path(__file__).resolve().parents[1]
 PER_CHAPTER = 20
 SECONDS = (10.0, 16.0)  # LibriSpeech utterances: mostly 10-16 s
+BASELINE = "md5sum (1 process)"
 
 
 def build_dataset(root: Path, hours: float, jobs: int) -> Path:
@@ -68,32 +74,69 @@ def warm(data_dir: Path, paths: list[str]) -> int:
     return total
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (md5sum, the pool's workers)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+def commands(data_dir: Path, paths: list[str], jobs: int) -> dict[str, tuple[list[str], bytes | None]]:
+    """{name: (command, its standard input or None)}: the baseline first."""
+    verify = [str(REPO / "verify_dataset.sh"), "--data-dir", str(data_dir)]
+    names = "".join(f"{path}\0" for path in paths).encode()
+    runs = {
+        BASELINE: (["xargs", "-0", "md5sum"], names),
+        f"verify --jobs {jobs}": ([*verify, "--jobs", str(jobs)], None),
+    }
+    if jobs != 1:
+        runs["verify --jobs 1"] = ([*verify, "--jobs", "1"], None)
+    return runs
 
 
-def timed(fn, repeats: int) -> list[tuple[float, float]]:
-    """(wall s, CPU s) of each of `repeats` calls of fn."""
-    times = []
+def timed_run(command: list[str], stdin: bytes | None, cwd: Path) -> dict:
+    """Run the command to its end: {"wall": s, "cpu": s of it and every process it waited for}."""
+    given = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    before, start = os.times(), time.perf_counter()
+    done = subprocess.run(command, **given, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall, after = time.perf_counter() - start, os.times()
+    if done.returncode != 0:
+        raise Failure(f"{' '.join(command)} (in {cwd}) exited with status {done.returncode}: {done.stderr[-500:]!r}")
+    cpu = after.children_user + after.children_system - before.children_user - before.children_system
+    return {"wall": wall, "cpu": cpu}
+
+
+def measure(runs: dict[str, tuple[list[str], bytes | None]], cwd: Path, repeats: int) -> dict[str, list[dict]]:
+    """{name: [run, ...]}: `repeats` rounds, each running every command once, in turn."""
+    times = {name: [] for name in runs}
     for _ in range(repeats):
-        start, cpu = time.perf_counter(), cpu_seconds()
-        fn()
-        times.append((time.perf_counter() - start, cpu_seconds() - cpu))
+        for name, (command, stdin) in runs.items():
+            times[name].append(timed_run(command, stdin, cwd))
     return times
 
 
-def coreutils(tool: str, data_dir: Path, paths: list[str]) -> None:
-    """`tool` (md5sum, sha256sum) over the files, one process at a time."""
-    names = "".join(f"{path}\0" for path in paths).encode()
-    subprocess.run(["xargs", "-0", tool], input=names, cwd=data_dir, stdout=subprocess.DEVNULL, check=True)
+def summarise(total: int, times: dict[str, list[dict]], jobs: int) -> dict:
+    """Medians of each command, and each verify's speed-up over md5sum: the median over the rounds of
+    md5sum's wall time / its wall time in the same round."""
+    baseline = [run["wall"] for run in times[BASELINE]]
+    rows = {}
+    for name, runs in times.items():
+        wall = statistics.median(run["wall"] for run in runs)
+        rows[name] = {
+            "wall_s": wall,
+            "cpu_s": statistics.median(run["cpu"] for run in runs),
+            "mb_per_s": total / 1e6 / wall,
+            "x_md5sum": statistics.median(b / run["wall"] for b, run in zip(baseline, runs)),
+        }
+    cores = min(jobs, os.cpu_count() or 1)
+    return {"bytes": total, "jobs": jobs, "goal": 0.8 * cores, "rows": rows, "runs": times}
 
 
-def run_verify(data_dir: Path, jobs: int) -> None:
-    report = verify(data_dir, jobs)
-    if not report.passed:
-        raise Failure(f"{data_dir} does not verify: {report.problems[:5]}")
+def report(summary: dict) -> str:
+    lines = [f"{'command (whole process)':<24} {'median s':>9} {'CPU s':>6} {'MB/s':>6} {'x md5sum':>9}"]
+    for name, row in summary["rows"].items():
+        lines.append(
+            f"{name:<24} {row['wall_s']:>9.3f} {row['cpu_s']:>6.2f} {row['mb_per_s']:>6.0f} {row['x_md5sum']:>9.2f}"
+        )
+    jobs, goal = summary["jobs"], summary["goal"]
+    ratio = summary["rows"][f"verify --jobs {jobs}"]["x_md5sum"]
+    verdict = "met" if ratio >= goal else "NOT met"
+    lines.append(f"verify_dataset.sh --jobs {jobs} / md5sum: {ratio:.2f} (goal >= {goal:.2f}: {verdict})")
+    lines.append(f"load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,37 +145,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hours", type=float, default=3.0, help="audio of a built dataset (default %(default)s)")
     parser.add_argument("--keep", type=Path, help="build the dataset here and keep it (default: a temp dir)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="verify's processes (default: cores)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of timed runs (default %(default)s)")
+    parser.add_argument("--json", type=Path, help="also write the figures (and every run's) here")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.repeats < 1 or args.hours <= 0:
-        parser.error("--jobs and --repeats must be at least 1, --hours above 0")
-    if not all(map(shutil.which, ("md5sum", "sha256sum", "xargs"))):
-        parser.error("needs md5sum, sha256sum and xargs (GNU coreutils, findutils) on PATH")
+        raise exit_status.UsageError("--jobs and --repeats must be at least 1, --hours above 0")
+    if not all(map(shutil.which, ("md5sum", "xargs"))):
+        raise exit_status.UsageError("needs md5sum and xargs (GNU coreutils, findutils) on PATH")
     return args
 
 
-def report(total: int, rows: list[tuple[str, list[tuple[float, float]]]], jobs: int) -> None:
-    """Best wall time (MB/s, x md5sum), median wall time, and the CPU seconds of the best run
-    (MB per CPU-s: what each byte costs, whatever else the machine runs)."""
-    best = {name: min(times) for name, times in rows}
-    baseline = total / best[rows[0][0]][0]
-    print(f"{'method':<24} {'best s':>7} {'median s':>9} {'MB/s':>6} {'x md5sum':>9} {'CPU s':>6} {'MB/CPU-s':>9}")
-    for name, times in rows:
-        wall, cpu = best[name]
-        median = statistics.median(t[0] for t in times)
-        rate = total / wall
-        line = f"{name:<24} {wall:>7.3f} {median:>9.3f} {rate / 1e6:>6.0f} {rate / baseline:>9.2f} {cpu:>6.2f}"
-        print(f"{line} {total / 1e6 / max(cpu, 1e-9):>9.0f}")
-    ratio = total / best[rows[-1][0]][0] / baseline
-    cores = min(jobs, os.cpu_count() or 1)
-    verdict = "met" if ratio >= 0.8 * cores else "NOT met"
-    print(f"verify --jobs {jobs} / md5sum: {ratio:.2f} (goal >= 0.8 x {cores} = {0.8 * cores:.2f}: {verdict})")
-    print(f"load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return exit_status.run(lambda: run(args))
+    return exit_status.run(lambda: run(parse_args(argv)))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -149,17 +173,12 @@ def run(args: argparse.Namespace) -> None:
             f"{data_dir}: {len(paths):,} files, {total / 1e6:,.0f} MB (average {total / len(paths) / 1e3:,.0f} kB), "
             f"{os.cpu_count()} cores"
         )
-        run_verify(data_dir, args.jobs)  # warm-up: imports, the pool's first start
-        rows = [
-            (f"{tool} (1 process)", timed(lambda t=tool: coreutils(t, data_dir, paths), args.repeats))
-            for tool in ("md5sum", "sha256sum")
-        ]
-        rows.append(("verify --jobs 1", timed(lambda: run_verify(data_dir, 1), args.repeats)))
-        rows.append(
-            (f"hashing only --jobs {args.jobs}", timed(lambda: hash_all(data_dir, paths, args.jobs), args.repeats))
-        )
-        rows.append((f"verify --jobs {args.jobs}", timed(lambda: run_verify(data_dir, args.jobs), args.repeats)))
-        report(total, rows, args.jobs)
+        runs = commands(data_dir, paths, args.jobs)
+        measure(runs, data_dir, 1)  # a round not counted: the interpreter's files into the page cache
+        summary = summarise(total, measure(runs, data_dir, args.repeats), args.jobs)
+        print(report(summary))
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=1) + "\n")
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)

@@ -1,67 +1,40 @@
-"""Download LibriSpeech: resumable, checksummed fetch; safe extraction; stage markers; then prepare.
+"""Download LibriSpeech: the command line, the disk-space check and the stages of each subset.
 
-Per subset: archives/<subset>.tar.gz.part is streamed (md5 computed on the fly, resumed with an HTTP
-Range request after an interruption), verified against the md5 table, renamed to <subset>.tar.gz,
-and marked .state/download-<subset>.done (holding the verified md5 line). It is then extracted into a
-temporary directory inside the data dir (unique to the run), refusing unsafe members, while the
-archive is read to its end through md5: only if every byte is the expected one is the tree moved into
-LibriSpeech/<subset> at once and marked .state/extract-<subset>.done. A re-run skips every marked
-stage; a killed run never leaves anything that looks complete. Finally data.prepare makes features
-and manifests. The whole run holds the dataset directory's lock: a second run on it stops at once,
+Per subset: archives/<subset>.tar.gz.part is fetched (data.fetch: md5 computed on the fly, resumed
+with an HTTP Range request after an interruption), checked against the md5 table, renamed to
+<subset>.tar.gz, and marked .state/download-<subset>.done (holding the verified md5 line). It is then
+extracted (data.extract: safe members only, the archive's md5 checked end to end) into
+LibriSpeech/<subset> and marked .state/extract-<subset>.done. A re-run skips every marked stage; a
+killed run never leaves anything that looks complete. Finally data.prepare makes features and
+manifests. The whole run holds the dataset directory's lock: a second run on it stops at once,
 naming the first.
 
     python -m data.download --data-dir DIR --subsets dev-clean,dev-other [--jobs 4] [key=value ...]
 """
 
 import argparse
-import hashlib
-import io
 import os
-import re
 import shutil
 import sys
-import tarfile
 import threading
-import time
-import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-
-import requests
-import urllib3
+from pathlib import Path
 
 import exit_status
 import params
 from data import dataset_dir, librispeech
 from data.dataset_dir import DatasetDir, DatasetError, command_line
-from data.files import file_digest, naming, temp_name
-from data.progress import progress_bar
+from data.extract import ArchiveChanged, check_tar_filters, extract_subset
+from data.fetch import RetryPolicy, fetch, remote_size
+from data.files import file_digest
 
-CHUNK = 1 << 20
 EXTRACT_FACTOR = 1.0  # extracted audio is about as large as its (barely compressible) archive
 FEATURE_FACTOR = 1.8  # float16 spectrogram shards + manifests, relative to the archive
-_CONTENT_RANGE = re.compile(r"bytes (?P<first>\d+)-(?P<last>\d+)/(?P<size>\d+|\*)")
-_STOP = threading.Event()  # set on Ctrl-C so worker threads stop at their next chunk
 
 
 class DownloadError(exit_status.Failure):
-    """A download, checksum, extraction or disk-space failure; the message says which and where."""
-
-
-class Interrupted(Exception):
-    """The user interrupted the run; whatever is half done stays resumable."""
-
-
-def _check_stop() -> None:
-    if _STOP.is_set():
-        raise Interrupted()
-
-
-class _Retryable(Exception):
-    """A failure worth another try (5xx answer, truncated body)."""
+    """A checksum, disk-space or preparation failure; the message says which and where."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +51,10 @@ class Config:
     def dataset(self) -> DatasetDir:
         return DatasetDir(self.data_dir)
 
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retries, self.retry_delay, self.timeout)
+
     def url(self, subset: str) -> str:
         return f"{self.mirror.rstrip('/')}/{librispeech.archive_name(subset)}"
 
@@ -87,9 +64,11 @@ class Config:
     def part(self, subset: str) -> Path:
         return self.dataset.part(subset)
 
+    def md5(self, subset: str) -> str:
+        return self.md5s[librispeech.archive_name(subset)]
+
     def md5_line(self, subset: str) -> str:
-        name = librispeech.archive_name(subset)
-        return f"{self.md5s[name]}  {name}\n"
+        return f"{self.md5(subset)}  {librispeech.archive_name(subset)}\n"
 
 
 # ---------------------------------------------------------------- checksums and markers
@@ -126,7 +105,7 @@ def clear_stale_markers(cfg: Config, subset: str) -> None:
     deleted by hand before it was extracted."""
     dataset = cfg.dataset
     if dataset.marker_text("download", subset) not in (None, cfg.md5_line(subset)):
-        for stage in ("download", "extract", "prepare"):
+        for stage in dataset_dir.STAGES:
             dataset.unmark(stage, subset)
         cfg.archive(subset).unlink(missing_ok=True)
         cfg.part(subset).unlink(missing_ok=True)
@@ -134,195 +113,25 @@ def clear_stale_markers(cfg: Config, subset: str) -> None:
         dataset.unmark("download", subset)
 
 
-# ---------------------------------------------------------------- fetching
+# ---------------------------------------------------------------- the stages of one subset
 
 
-def _with_retries(cfg: Config, url: str, attempt_fn):
-    """Call attempt_fn() until it returns; retryable failures back off exponentially.
-
-    attempt_fn returns (result, made_progress); a try that made progress does not count against
-    the limit, so a long transfer over a flaky link still finishes.
-    """
-    failures = 0
-    while True:
-        try:
-            return attempt_fn()
-        except (
-            _Retryable,
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.HTTPError,
-        ) as err:
-            progressed = getattr(err, "progressed", False)
-            failures = 0 if progressed else failures + 1
-            if failures >= cfg.retries:
-                raise DownloadError(f"{url}: giving up after {cfg.retries} tries: {_describe(err)}") from None
-            time.sleep(cfg.retry_delay * 2 ** max(0, failures - 1))
-        except requests.RequestException as err:  # a bad URL or scheme: retrying cannot help
-            raise DownloadError(f"{url}: {_describe(err)}") from None
-
-
-def _describe(err: Exception) -> str:
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-
-
-def _check_status(url: str, response: requests.Response) -> None:
-    if response.status_code >= 500:
-        raise _Retryable(f"server answered {response.status_code} {response.reason}")
-    if response.status_code >= 400 and response.status_code != 416:
-        raise DownloadError(f"{url}: server answered {response.status_code} {response.reason}")
-
-
-def remote_size(cfg: Config, subset: str) -> int | None:
-    """Content-Length of the archive from a HEAD request, None if the server does not say (also
-    if it answers 4xx: some servers refuse HEAD; the GET will tell whether the file is there)."""
-    url = cfg.url(subset)
-
-    def attempt():
-        with requests.head(
-            url, timeout=cfg.timeout, allow_redirects=True, headers={"Accept-Encoding": "identity"}
-        ) as r:
-            if 400 <= r.status_code < 500:
-                print(
-                    f"warning: {url}: server answered {r.status_code} {r.reason} to HEAD; size unknown", file=sys.stderr
-                )
-                return None
-            _check_status(url, r)
-            length = r.headers.get("Content-Length")
-            return int(length) if length and length.isdigit() else None
-
-    return _with_retries(cfg, url, attempt)
-
-
-class _Transfer:
-    """One archive's .part file and the md5 of the bytes in it, kept in step across tries.
-
-    The .part has a fixed name, unlike every other temporary file: a run killed mid-download must
-    find it to resume with a Range request. Two runs writing it at once would interleave their
-    bytes; the dataset directory's lock, held by every run that downloads, is what prevents that.
-    Even so each write goes to the offset this run's md5 covers (never appended after bytes someone
-    else added), and extraction checks the md5 of the archive on disk again.
-    """
-
-    def __init__(self, cfg: Config, subset: str, position: int):
-        self.cfg, self.subset, self.position = cfg, subset, position
-        self.url, self.part = cfg.url(subset), cfg.part(subset)
-        self.done = 0  # bytes on disk that self.md5 covers
-        self.md5 = hashlib.md5()
-        if self.part.exists():  # resuming a previous run: hash what is already there, once
-            self.done = self.part.stat().st_size
-            self.md5 = file_digest(self.part, "md5", limit=self.done)
-
-    def restart(self) -> None:
-        self.done, self.md5 = 0, hashlib.md5()
-        self.part.unlink(missing_ok=True)
-
-    def attempt(self) -> str:
-        """Fetch the rest of the archive; returns the md5 of the whole .part."""
-        headers = {"Accept-Encoding": "identity"}
-        if self.done:
-            headers["Range"] = f"bytes={self.done}-"
-        with requests.get(self.url, headers=headers, stream=True, timeout=self.cfg.timeout) as r:
-            _check_status(self.url, r)
-            if r.status_code == 416 and self._complete_per_416(r):
-                return self.md5.hexdigest()
-            if r.status_code == 416:
-                self.restart()
-                raise _Retryable("server refused the byte range of the partial file; starting over")
-            self._stream(r, self._expected_total(r))
-        return self.md5.hexdigest()
-
-    def _expected_total(self, r: requests.Response) -> int | None:
-        """Size of the whole archive per this answer, once it is known to continue the .part.
-
-        A 206 must start at the byte the .part ends with; its total is Content-Range's /size. Any
-        other answer (a 200: the server ignored the range) is the whole file: start from byte 0.
-        """
-        if r.status_code == 206:
-            content_range = r.headers.get("Content-Range", "")
-            match = _CONTENT_RANGE.fullmatch(content_range.strip())
-            if match and int(match["first"]) == self.done:
-                return int(match["size"]) if match["size"] != "*" else None
-            self.restart()
-            raise _Retryable(
-                f"server answered bytes {content_range or '(no Content-Range)'!r}, "
-                f"not from byte {self.done}; starting over from byte 0"
-            )
-        if self.done:
-            self.restart()  # the server ignored our range and sends the whole file
-        length = r.headers.get("Content-Length")
-        return int(length) if length and length.isdigit() else None
-
-    def _complete_per_416(self, r: requests.Response) -> bool:
-        """Whether a 416 says the partial file already holds every byte (a run killed at the end)."""
-        content_range = r.headers.get("Content-Range", "")
-        return bool(self.done) and content_range == f"bytes */{self.done}"
-
-    def _stream(self, r: requests.Response, total: int | None) -> None:
-        start = self.done
-        bar = progress_bar(
-            total=total,
-            initial=self.done,
-            desc=librispeech.archive_name(self.subset),
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            position=self.position,
-            leave=True,
-        )
-        try:
-            with naming(self.part), self._open_part() as f:
-                # raw stream, undecoded: a server labelling .tar.gz "Content-Encoding: gzip" must
-                # not get the archive gunzipped under our md5.
-                for chunk in r.raw.stream(CHUNK, decode_content=False):
-                    _check_stop()
-                    f.write(chunk)
-                    self.md5.update(chunk)
-                    self.done += len(chunk)
-                    bar.update(len(chunk))
-            if total is not None and self.done != total:
-                raise _Retryable(f"body ended after {self.done} of {total} bytes")
-        except Exception as err:
-            err.progressed = self.done > start
-            raise
-        finally:
-            bar.close()
-
-    @contextmanager
-    def _open_part(self) -> Iterator[io.BufferedWriter]:
-        """The .part, open for writing at byte self.done, with anything after it cut off."""
-        with open(os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o666), "wb") as f:
-            if os.fstat(f.fileno()).st_size != self.done:
-                f.truncate(self.done)
-            f.seek(self.done)
-            yield f
-
-
-def fetch_archive(cfg: Config, subset: str, position: int = 0) -> str:
-    """Download (or resume) archives/<subset>.tar.gz.part; returns the md5 of its bytes."""
-    cfg.part(subset).parent.mkdir(parents=True, exist_ok=True)
-    transfer = _Transfer(cfg, subset, position)
-    return _with_retries(cfg, transfer.url, transfer.attempt)
-
-
-def verify(cfg: Config, subset: str, actual: str, path: Path) -> None:
+def check_md5(cfg: Config, subset: str, actual: str, path: Path) -> None:
     """Raise (deleting path) unless actual is the expected md5 of the subset's archive."""
-    name = librispeech.archive_name(subset)
-    expected = cfg.md5s[name]
+    expected = cfg.md5(subset)
     if actual != expected:
         path.unlink(missing_ok=True)
         raise DownloadError(
-            f"{name}: md5 mismatch: expected {expected}, got {actual} (from {cfg.url(subset)}); "
-            f"deleted the bad file {path}, not extracted; a re-run downloads it again"
+            f"{librispeech.archive_name(subset)}: md5 mismatch: expected {expected}, got {actual} "
+            f"(from {cfg.url(subset)}); deleted the bad file {path}, not extracted; a re-run downloads it again"
         )
 
 
-def download(cfg: Config, subset: str, position: int = 0) -> None:
+def download(cfg: Config, subset: str, position: int = 0, stop: threading.Event | None = None) -> None:
     """Make archives/<subset>.tar.gz exist with the expected md5, and mark it so."""
     final = cfg.archive(subset)
     if final.is_file():  # archived by a run killed before its marker, or put there by hand
-        actual, expected = file_digest(final, "md5").hexdigest(), cfg.md5s[librispeech.archive_name(subset)]
+        actual, expected = file_digest(final, "md5").hexdigest(), cfg.md5(subset)
         if actual != expected:  # local content (e.g. of an older corpus), not the mirror's fault
             final.unlink()
             print(
@@ -331,162 +140,56 @@ def download(cfg: Config, subset: str, position: int = 0) -> None:
                 file=sys.stderr,
             )
     if not final.is_file():
-        verify(cfg, subset, fetch_archive(cfg, subset, position), cfg.part(subset))
+        label = librispeech.archive_name(subset)
+        actual = fetch(cfg.url(subset), cfg.part(subset), cfg.policy, label, position, stop)
+        check_md5(cfg, subset, actual, cfg.part(subset))
         os.replace(cfg.part(subset), final)
     cfg.dataset.mark("download", subset, cfg.md5_line(subset))
 
 
-# ---------------------------------------------------------------- extraction
-
-
-def _inside(path: PurePosixPath) -> bool:
-    """Whether a relative archive path stays inside the extraction root once normalised."""
-    depth = 0
-    for part in path.parts:
-        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
-        if depth < 0:
-            return False
-    return True
-
-
-def check_member(archive: Path, member: tarfile.TarInfo) -> None:
-    """Refuse a member that could write outside the target or create a device."""
-    name = PurePosixPath(member.name)
-    reason = None
-    if not name.parts:
-        reason = "empty name"
-    elif name.is_absolute() or member.name.startswith(("/", "\\")) or ":" in name.parts[0]:
-        reason = "absolute path"
-    elif ".." in name.parts:
-        reason = "'..' in its path"
-    elif member.isdev():
-        reason = "device or FIFO"
-    elif member.issym():
-        target = PurePosixPath(member.linkname)
-        if target.is_absolute() or not _inside(name.parent / target):
-            reason = f"symlink to {member.linkname!r}, outside the target"
-    elif member.islnk():
-        target = PurePosixPath(member.linkname)
-        if target.is_absolute() or not _inside(target):
-            reason = f"hard link to {member.linkname!r}, outside the target"
-    elif not (member.isfile() or member.isdir()):
-        reason = "unsupported member type"
-    if reason:
-        raise DownloadError(f"{archive}: refusing to extract member {member.name!r}: {reason}")
-
-
-def safe_extract(cfg: Config, subset: str) -> None:
-    """Extract LibriSpeech/<subset> from the archive via a temp dir, then move it into place."""
-    archive = cfg.archive(subset)
-    # Temporary directories of killed runs: ours to delete, as this run holds the directory's lock.
-    # This run's own has a name no other run uses, in case the lock does not work (NFS without flock).
-    for leftover in cfg.dataset.extraction_dirs(subset):
-        shutil.rmtree(leftover, ignore_errors=True)
-    tmp = temp_name(cfg.data_dir / f"extract-{subset}")
-    with naming(tmp):
-        tmp.mkdir()
+def extract(cfg: Config, subset: str, stop: threading.Event | None = None) -> None:
+    """Extract the downloaded archive into LibriSpeech/<subset> and mark it so; an archive that is
+    not the downloaded one any more loses its download marker (a re-run fetches it again)."""
     try:
-        extract_checked(cfg, subset, tmp)
-        _move_into_place(archive, subset, tmp, cfg.data_dir / "LibriSpeech")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        extract_subset(cfg.dataset, subset, cfg.md5(subset), stop)
+    except ArchiveChanged:
+        cfg.dataset.unmark("download", subset)
+        raise
     cfg.dataset.mark("extract", subset)
     if cfg.remove_archives:
-        archive.unlink()
+        cfg.archive(subset).unlink()
 
 
-class _HashingReader:
-    """A file read through md5, so that extraction checks the very bytes it extracts."""
-
-    def __init__(self, f, path: Path):
-        self.f, self.path, self.md5 = f, path, hashlib.md5()
-
-    def read(self, size: int = -1) -> bytes:
-        with naming(self.path):
-            data = self.f.read(size)
-        self.md5.update(data)
-        return data
-
-    def md5_to_end(self) -> str:
-        """The md5 of the whole file: what extraction left unread (gzip trailer, padding) is read too."""
-        while self.read(CHUNK):
-            pass
-        return self.md5.hexdigest()
+def fetch_and_extract(cfg: Config, subset: str, position: int = 0, stop: threading.Event | None = None) -> None:
+    """Every missing stage of one subset before preparation: download + md5, then extraction."""
+    clear_stale_markers(cfg, subset)
+    if not is_done(cfg, "download", subset):
+        download(cfg, subset, position, stop)
+    if not is_done(cfg, "extract", subset):
+        extract(cfg, subset, stop)
+    elif cfg.remove_archives:
+        cfg.archive(subset).unlink(missing_ok=True)
 
 
-def extract_checked(cfg: Config, subset: str, target: Path) -> None:
-    """Extract the archive into target, reading it to its end through md5, every time it is extracted.
-
-    Streaming extraction stops at the tar end-of-archive blocks, before the gzip trailer, so gzip's
-    CRC is never checked: most damage to an archive would extract without an error. The md5 of every
-    byte of the file is the end-to-end check instead: of the bytes on disk now, not of those that
-    were downloaded (the file may have changed since, or been written twice). A mismatch is reported
-    as such, also when the damage first broke the extraction; the download marker is then removed,
-    so that a re-run downloads the archive again.
-    """
-    archive = cfg.archive(subset)
-    expected = cfg.md5s[librispeech.archive_name(subset)]
-    with naming(archive), open(archive, "rb") as f:
-        reader = _HashingReader(f, archive)
-        try:
-            _extract_members(archive, reader, target)
-        except DownloadError:
-            _check_archive_md5(cfg, subset, reader.md5_to_end(), expected)
-            raise
-        _check_archive_md5(cfg, subset, reader.md5_to_end(), expected)
-
-
-def _check_archive_md5(cfg: Config, subset: str, actual: str, expected: str) -> None:
-    if actual != expected:
-        cfg.dataset.unmark("download", subset)
-        raise DownloadError(
-            f"{cfg.archive(subset)}: md5 {actual}, expected {expected}: the archive is damaged or changed "
-            "since it was downloaded; nothing extracted, nothing marked done: a re-run downloads it again"
-        )
-
-
-def check_tar_filters() -> None:
-    """Safe extraction relies on tarfile's extraction filters (filter="data"), new in Python 3.11.4."""
-    if not hasattr(tarfile, "data_filter"):
-        version = ".".join(map(str, sys.version_info[:3]))
-        raise DownloadError(
-            f"this Python ({version}, {sys.executable}) has no tarfile extraction filters "
-            "(tarfile.data_filter), needed for safe extraction: use Python >= 3.11.4"
-        )
-
-
-def _extract_members(archive: Path, reader: _HashingReader, target: Path) -> None:
-    """One streaming pass: check each member, then extract it (tar 'data' filter as a 2nd guard).
-
-    An OSError while writing (a full disk) names the member's file and propagates as it is."""
+def fetch_all(cfg: Config, subsets: list[str], jobs: int) -> list[str]:
+    """fetch_and_extract every subset, `jobs` at a time; returns the error messages."""
+    errors, stop = [], threading.Event()  # stop: set on Ctrl-C, seen by the workers at their next chunk
+    pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        with tarfile.open(fileobj=reader, mode="r|gz") as tar:
-            for member in tar:
-                _check_stop()
-                check_member(archive, member)
-                with naming(target / member.name):
-                    tar.extract(member, target, filter="data")
-    except tarfile.FilterError as err:
-        raise DownloadError(f"{archive}: refusing to extract member {err.tarinfo.name!r}: {err}") from None
-    except (tarfile.TarError, EOFError, zlib.error) as err:
-        raise DownloadError(f"{archive}: cannot extract: {_describe(err)}") from None
-
-
-def _move_into_place(archive: Path, subset: str, tmp: Path, librispeech_dir: Path) -> None:
-    """Move tmp/LibriSpeech/<subset> to librispeech_dir/<subset> in one rename; keep the top-level
-    *.TXT files (identical in every archive) beside it."""
-    source = tmp / "LibriSpeech" / subset
-    if not source.is_dir():
-        raise DownloadError(f"{archive}: holds no LibriSpeech/{subset}/ directory")
-    librispeech_dir.mkdir(parents=True, exist_ok=True)
-    for extra in (tmp / "LibriSpeech").iterdir():
-        if extra.is_file():
-            os.replace(extra, librispeech_dir / extra.name)
-    dest = librispeech_dir / subset
-    if dest.exists():  # extracted by a run killed before its marker: replace it whole
-        old = tmp / "old"
-        os.replace(dest, old)
-    os.replace(source, dest)
+        futures = {pool.submit(fetch_and_extract, cfg, s, i, stop): s for i, s in enumerate(subsets)}
+        for future, subset in futures.items():
+            try:
+                future.result()
+            except exit_status.Failure as err:
+                errors.append(str(err))
+            except OSError as err:  # a full disk, a permission: named by the file it was about
+                errors.append(f"{subset}: {exit_status.describe_os_error(err)}")
+    except KeyboardInterrupt:
+        stop.set()  # workers raise KeyboardInterrupt at their next chunk or tar member
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return errors
 
 
 # ---------------------------------------------------------------- disk space
@@ -503,13 +206,13 @@ def _tree_bytes(path: Path) -> int:
 def archive_bytes(cfg: Config, subset: str) -> int | None:
     """Size of the subset's archive: the official figure, the local file, or the server's word."""
     info = librispeech.SUBSETS[subset]
-    if cfg.md5s[librispeech.archive_name(subset)] == info.md5:
+    if cfg.md5(subset) == info.md5:
         return info.bytes
     if cfg.archive(subset).is_file():
         return cfg.archive(subset).stat().st_size
-    if (cfg.data_dir / "LibriSpeech" / subset).is_dir():
-        return _tree_bytes(cfg.data_dir / "LibriSpeech" / subset)
-    return remote_size(cfg, subset)
+    if cfg.dataset.audio(subset).is_dir():
+        return _tree_bytes(cfg.dataset.audio(subset))
+    return remote_size(cfg.url(subset), cfg.policy)
 
 
 def bytes_needed(cfg: Config, subset: str, prepare: bool) -> int:
@@ -553,40 +256,7 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-# ---------------------------------------------------------------- the pipeline
-
-
-def fetch_and_extract(cfg: Config, subset: str, position: int = 0) -> None:
-    """Every missing stage of one subset before preparation: download + md5, then extraction."""
-    clear_stale_markers(cfg, subset)
-    if not is_done(cfg, "download", subset):
-        download(cfg, subset, position)
-    if not is_done(cfg, "extract", subset):
-        safe_extract(cfg, subset)
-    elif cfg.remove_archives:
-        cfg.archive(subset).unlink(missing_ok=True)
-
-
-def fetch_all(cfg: Config, subsets: list[str], jobs: int) -> list[str]:
-    """Run fetch_and_extract for every subset, `jobs` at a time; returns the error messages."""
-    errors = []
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    try:
-        futures = {pool.submit(fetch_and_extract, cfg, s, i): s for i, s in enumerate(subsets)}
-        for future, subset in futures.items():
-            try:
-                future.result()
-            except DownloadError as err:
-                errors.append(str(err))
-            except OSError as err:  # a full disk, a permission: named by the file it was about
-                errors.append(f"{subset}: {exit_status.describe_os_error(err)}")
-    except KeyboardInterrupt:
-        _STOP.set()  # workers raise Interrupted at their next chunk or tar member
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        _STOP.clear()
-    return errors
+# ---------------------------------------------------------------- the command line
 
 
 def run_prepare(data_dir: Path, subsets: list[str], p: params.Params, jobs: int) -> None:

@@ -13,8 +13,6 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 CHUNK = 1 << 20
 # The host name as it may appear in a file name (no '/', no spaces), at most 32 characters.
 _HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:32] or "host"
@@ -71,10 +69,12 @@ def write_atomically(path, data: str | bytes) -> None:
             tmp.write_text(data, encoding="utf-8")
 
 
-def save_npy_atomically(path, array: np.ndarray) -> None:
-    """np.save's bytes, all or nothing. Written with Python's file write rather than np.save, whose
-    short write on a full disk raises `OSError: 924623 requested and 552896 written` (no errno, no
-    file); this raises ENOSPC naming `path`."""
+def save_npy_atomically(path, array) -> None:
+    """np.save's bytes of a numpy array, all or nothing. Written with Python's file write rather than
+    np.save, whose short write on a full disk raises `OSError: 924623 requested and 552896 written` (no
+    errno, no file); this raises ENOSPC naming `path`."""
+    import numpy as np  # here, not above: data.verify imports this module before it starts hashing
+
     array = np.ascontiguousarray(array)
     with replacing(path) as tmp, open(tmp, "wb") as f:
         np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))

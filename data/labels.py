@@ -3,16 +3,13 @@
 Index 0 is the CTC blank, index 28 the space, as in the 2018 reference's labels.json.
 """
 
-import numpy as np
+import functools
 
 BLANK = 0
 LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 assert len(LABELS) == 29
 
 _INDEX = {char: i for i, char in enumerate(LABELS) if i != BLANK}
-# byte -> label index, -1 for a byte that is no label: encodes whole arrays of ASCII text at once
-CODES = np.full(256, -1, np.int8)
-CODES[[ord(char) for char in _INDEX]] = list(_INDEX.values())
 
 
 class UnknownCharacter(ValueError):
@@ -42,7 +39,27 @@ def encode(text: str) -> list[int]:
         raise _unknown(err.args[0]) from None
 
 
-def encode_bytes(text: np.ndarray) -> np.ndarray:
-    """UTF-8 bytes (L,) uint8 -> label indices (L,) int8, -1 where a byte is not a label's character
-    (the caller names the utterance and character: `encode` on its text says which)."""
-    return CODES[text]
+def check(text: str) -> None:
+    """UnknownCharacter naming the first character of text that is no label: encode's check, without its list."""
+    others = text.translate(_NOT_LABELS)
+    if others:
+        raise _unknown(others[0])
+
+
+_NOT_LABELS = str.maketrans("", "", LABELS[1:])  # deletes every label's character
+
+
+def encode_bytes(text):
+    """UTF-8 bytes (L,) uint8 numpy array -> label indices (L,) int8, -1 where a byte is not a label's
+    character (the caller names the utterance and character: `encode` on its text says which)."""
+    return _codes()[text]
+
+
+@functools.cache
+def _codes():
+    """byte -> label index, (256,) int8, -1 for a byte that is no label: encodes whole arrays of ASCII text at once."""
+    import numpy as np  # here, not above: data.verify imports this module (via data.librispeech) before it hashes
+
+    codes = np.full(256, -1, np.int8)
+    codes[[ord(char) for char in _INDEX]] = list(_INDEX.values())
+    return codes

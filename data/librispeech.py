@@ -84,7 +84,7 @@ def read_transcripts(data: bytes, prefix: str, name: str) -> tuple[dict[str, str
             continue
         try:
             transcripts[uid] = labels.normalise(words)
-            labels.encode(transcripts[uid])
+            labels.check(transcripts[uid])
         except labels.UnknownCharacter as err:
             problems.append(f"utterance {uid} ({name}:{number}): {err}")
             transcripts[uid] = " ".join(words.split())

@@ -4,7 +4,7 @@ Per subset: chapters are processed in parallel (one chapter's audio in memory pe
 writing features/<subset>/<spk>-<chap>.npy; then manifests/<subset>.jsonl (ascending duration,
 ties by id), checksums/<subset>.sha256 and .state/prepare-<subset>.done; finally the split
 manifests manifests/{train,val,test}.jsonl are rebuilt from every prepared subset.
-See ARCHITECTURE.md for the layout and the manifest row.
+The layout is data.dataset_dir's, the manifest row data.manifest's.
 """
 
 import argparse
@@ -21,10 +21,11 @@ import torch
 import exit_status
 import params
 from data import dataset_dir, workers
-from data.dataset_dir import DatasetDir, DatasetError, command_line, make_row, row_key, row_line
+from data.dataset_dir import DatasetDir, DatasetError, command_line
 from data.features import extract, frame_count
 from data.files import save_npy_atomically, sha256_file, write_atomically, write_if_changed
 from data.librispeech import SPLITS, SUBSETS, read_transcripts, transcript_file
+from data.manifest import check_rows, make_row, merged_lines, row_key, row_line, split_sources
 from data.progress import progress_bar
 
 
@@ -151,7 +152,7 @@ def _entries(directory: Path, kind: str) -> list[Path]:
 
 def find_chapters(data_dir: Path, subset: str) -> list[str]:
     """LibriSpeech/<subset>/<spk>/<chap> directories (relative to data_dir), sorted."""
-    base = data_dir / "LibriSpeech" / subset
+    base = DatasetDir(data_dir).audio(subset)
     if not base.is_dir():
         raise PrepareError(f"subset {subset}: {base} does not exist (download and extract it first)")
     chapters = [chapter for speaker in _entries(base, "dir") for chapter in _entries(speaker, "dir")]
@@ -203,6 +204,7 @@ def prepare_subset(dataset: DatasetDir, subset: str, p: params.Params, jobs: int
         hashes.extend(result.hashes)
     rows.sort(key=row_key)
     manifest = dataset_dir.manifest_of(subset)
+    check_rows(rows, where=str(dataset.path(manifest)))  # what every reader will check: before it is written
     write_atomically(dataset.path(manifest), "".join(map(row_line, rows)))
     hashes.append((manifest, sha256_file(dataset.path(manifest))))
     hashes.append((dataset_dir.FEATURE_CONFIG, sha256_file(dataset.feature_config)))
@@ -219,11 +221,11 @@ def rebuild_splits(dataset: DatasetDir) -> list[str]:
     """
     written = []
     for split in SPLITS:
-        sources = dataset_dir.split_sources(dataset, split)
+        sources = split_sources(dataset, split)
         if not sources:
             continue
         try:
-            lines = dataset_dir.merged_lines([dataset.manifest(s) for s in sources])
+            lines = merged_lines([dataset.manifest(s) for s in sources])
             if write_if_changed(dataset.manifest(split), lines):
                 written.append(split)
         except DatasetError as err:
@@ -283,7 +285,7 @@ def prepare(data_dir, subsets=None, p: params.Params | None = None, jobs: int = 
         count = prepare_subset(dataset, subset, p, jobs)
         print(f"prepared {subset}: {count} utterances", file=sys.stderr)
     for split in rebuild_splits(dataset):
-        print(f"wrote manifests/{split}.jsonl", file=sys.stderr)
+        print(f"wrote {dataset_dir.manifest_of(split)}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,8 +20,13 @@ and are not part of the digest.
 
 A file or directory that cannot be read is a problem (`unreadable: <path>: permission denied`), never
 a traceback. Files are hashed by --jobs processes: per-file Python work holds the GIL, so threads do
-not scale on LibriSpeech's small files. verify holds the dataset directory's lock shared: verifies
-run side by side, never beside a download or preparation.
+not scale on LibriSpeech's small files. They start before anything else (numpy is imported after
+they have forked, for the manifests), and everything but the hashes is checked while they hash.
+verify holds the dataset directory's lock shared: verifies run side by side, never beside a
+download or preparation.
+
+Exit status (exit_status.py): 0 and `Dataset Checksum Passed.`; 1 and `Dataset Checksum Failed.` after
+the problems (or an error: no such directory, in use by a download); 2 bad usage.
 """
 
 import argparse
@@ -32,14 +37,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 import exit_status
 from data import dataset_dir, workers
-from data.dataset_dir import DatasetDir, DatasetError, RowError, command_line, parse_row, row_key
+from data.dataset_dir import CHECKSUMS, FEATURE_CONFIG, FEATURES, MANIFESTS, DatasetDir, DatasetError, command_line
 from data.files import sha256_file
 from data.librispeech import SPLITS, SUBSETS, read_transcripts, transcript_file
-from data.progress import progress_bar
+
+
+class DatasetCheckFailed(exit_status.Failure):
+    """The dataset is not as it was prepared; the problems are listed before the verdict."""
 
 
 @dataclass
@@ -72,61 +78,87 @@ def read_bytes(dataset: DatasetDir, rel: str, report: Report) -> bytes | None:
 def read_records(dataset: DatasetDir, report: Report) -> dict[str, dict[str, str]]:
     """{subset: {relative path: sha256}} from checksums/<subset>.sha256."""
     records = {}
-    for path in sorted((dataset.root / "checksums").glob("*.sha256")):
-        subset, listed = path.stem, {}
-        data = read_bytes(dataset, f"checksums/{path.name}", report)
+    for subset in dataset.recorded_subsets():
+        listed = {}
+        data = read_bytes(dataset, dataset_dir.checksums_of(subset), report)
         if data is None:
             continue
         for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
             entry = dataset_dir.parse_checksum_line(line)
             if entry is None:
-                report.problems.append(f"malformed: checksums/{path.name}:{number}: {line!r}")
+                report.problems.append(f"malformed: {dataset_dir.checksums_of(subset)}:{number}: {line!r}")
                 continue
             listed[entry[0]] = entry[1]
         records[subset] = listed
     return records
 
 
-def hash_one(item: tuple[str, str]) -> tuple[str, str | None, str | None]:
-    """(data dir, relative path) -> (relative path, sha256, None), or (path, None, why it cannot be read)."""
-    data_dir, rel = item
+def hash_one(data_dir: str, rel: str) -> tuple[str | None, str | None]:
+    """(sha256, None) of data_dir/rel, or (None, "missing" or why it cannot be read)."""
     try:
-        return rel, sha256_file(Path(data_dir) / rel), None
+        return sha256_file(Path(data_dir) / rel), None
     except FileNotFoundError:
-        return rel, None, "missing"
+        return None, "missing"
     except OSError as err:
-        return rel, None, why(err)
+        return None, why(err)
+
+
+def hash_batch(task: tuple[str, list[str]]) -> list[tuple[str | None, str | None]]:
+    """(data dir, relative paths) -> hash_one of each path, in order: one task of a hashing process."""
+    data_dir, paths = task
+    return [hash_one(data_dir, rel) for rel in paths]
 
 
 @contextlib.contextmanager
-def hashing(data_dir: Path, paths: list[str], jobs: int):
-    """Start hashing `paths` in `jobs` worker processes and yield a function that waits for the result:
-    {path: (sha256, None) or (None, "missing" or why it is unreadable)}. Meanwhile the caller runs the
-    checks that need no hashes, so the cores that hash are never idle while it reads manifests.
+def hashing_pool(jobs: int):
+    """The pool of `jobs` hashing processes (None for one: the caller hashes), started at once: its
+    workers fork from this process as it is now, before the checks import numpy."""
+    if jobs <= 1:
+        yield None
+        return
+    with workers.pool(jobs) as pool:
+        yield pool
+
+
+# Tasks per hashing process: few enough that handing them out costs the parent next to nothing (a
+# task per file cost it a third of a CPU-second on 12,705 files), enough that the last to finish
+# leaves the others idle only briefly.
+TASKS_PER_PROCESS = 32
+
+
+def hashing(data_dir: Path, paths: list[str], pool, processes: int):
+    """Start hashing `paths` in the pool of `processes` (or, without one, when asked) and return a
+    function that waits for the result: {path: (sha256, None) or (None, "missing" or why it is
+    unreadable)}. Meanwhile the caller runs the checks that need no hashes, so the cores that hash are
+    never idle while it reads manifests.
 
     Processes, not threads: hashlib releases the GIL only while it hashes, and on small files the
     per-file Python work around it (open, stat, read calls) serialises threads on the GIL.
     """
-    items = [(str(data_dir), path) for path in paths]
+    count = max(1, min(len(paths), TASKS_PER_PROCESS * processes))
+    # Strided, not cut in runs: sorted paths keep the large feature shards together, and every
+    # task gets its share of them.
+    batches = [paths[k::count] for k in range(count)]
+    tasks = [(str(data_dir), batch) for batch in batches]
+    results = map(hash_batch, tasks) if pool is None else pool.imap(hash_batch, tasks)  # the workers start now
+    return lambda: _collect(batches, results, len(paths))
 
-    def collect(results) -> dict[str, tuple[str | None, str | None]]:
-        bar = progress_bar(results, total=len(items), unit="file", desc="sha256")
-        return {rel: (digest, error) for rel, digest, error in bar}
 
-    if jobs <= 1 or len(items) < 2:
-        yield lambda: collect(map(hash_one, items))  # one process: hashed when asked
-        return
-    # Chunks of files per task: few enough round trips, small enough to keep every process busy to the end.
-    chunksize = max(1, min(256, len(items) // (8 * jobs)))
-    with workers.pool(jobs) as pool:
-        results = pool.imap_unordered(hash_one, items, chunksize=chunksize)  # the workers start now
-        yield lambda: collect(results)
+def _collect(batches: list[list[str]], results, total: int) -> dict[str, tuple[str | None, str | None]]:
+    from data.progress import progress_bar  # here: tqdm is imported while the workers hash
+
+    hashes = {}
+    with progress_bar(total=total, unit="file", desc="sha256") as bar:
+        for batch, digests in zip(batches, results):
+            hashes.update(zip(batch, digests))
+            bar.update(len(batch))
+    return hashes
 
 
 def hash_all(data_dir: Path, paths: list[str], jobs: int) -> dict[str, tuple[str | None, str | None]]:
     """{path: (sha256, None) or (None, "missing" or why it is unreadable)}, hashed by `jobs` processes."""
-    with hashing(data_dir, paths, jobs) as result:
-        return result()
+    with hashing_pool(jobs) as pool:
+        return hashing(data_dir, paths, pool, jobs)()
 
 
 def walk_files(base: Path, data_dir: Path, report: Report) -> list[str]:
@@ -137,99 +169,113 @@ def walk_files(base: Path, data_dir: Path, report: Report) -> list[str]:
             rel = Path(err.filename).relative_to(data_dir).as_posix() if err.filename else str(base)
             report.problems.append(f"unreadable: {rel}: {why(err)}")
 
-    found = []
+    found, skip = [], len(str(data_dir)) + 1  # string work: a Path per file costs more than the walk
     for root, _, files in os.walk(base, onerror=unreadable):
-        found += [(Path(root) / name).relative_to(data_dir).as_posix() for name in files]
+        relative = root[skip:]
+        found += [f"{relative}/{name}" for name in files]
     return sorted(found)
 
 
-def subset_transcripts(dataset: DatasetDir, subset: str, report: Report) -> dict[str, tuple[str, str]]:
-    """{utterance id: (normalised transcript, trans.txt path)} over the subset's trans.txt files."""
+def subset_transcripts(dataset: DatasetDir, files: list[str], report: Report) -> dict[str, tuple[str, str]]:
+    """{utterance id: (normalised transcript, trans.txt path)} over the trans.txt files among a
+    subset's `files` (walk_files of LibriSpeech/<subset>)."""
     transcripts = {}
-    for path in sorted(dataset.audio(subset).glob("*/*/*.trans.txt")):
-        rel = path.relative_to(dataset.root).as_posix()
-        if path.name != transcript_file(path.parent):
+    # LibriSpeech/<subset>/<spk>/<chap>/<name>.trans.txt, in the order of their path parts
+    chapters = sorted(
+        parts for parts in (rel.split("/") for rel in files if rel.endswith(".trans.txt")) if len(parts) == 5
+    )
+    for parts in chapters:
+        speaker, chapter, name, rel = *parts[2:], "/".join(parts)
+        if name != transcript_file(f"{speaker}/{chapter}"):
             continue  # not the chapter's transcript: reported as an extra file
         data = read_bytes(dataset, rel, report)
         if data is None:
             continue
-        chapter, problems = read_transcripts(data, f"{path.parent.parent.name}-{path.parent.name}-", rel)
+        found, problems = read_transcripts(data, f"{speaker}-{chapter}-", rel)
         report.problems += [f"bad transcript: {problem}" for problem in problems]
-        for uid, text in chapter.items():
+        for uid, text in found.items():
             if uid in transcripts:
                 report.problems.append(f"duplicate: utterance {uid} in {rel}")
             transcripts[uid] = (text, rel)
     return transcripts
 
 
-def read_manifest(dataset: DatasetDir, rel: str, report: Report) -> list[dict]:
-    """The manifest's well-formed rows; each malformed one is a problem naming file and line."""
-    rows, data = [], read_bytes(dataset, rel, report)
-    for number, line in enumerate(data.splitlines() if data else [], 1):
-        try:
-            rows.append(parse_row(line))
-        except RowError as err:
-            report.problems.append(f"malformed: {rel}:{number}: {err}")
-    return rows
+def read_manifest(dataset: DatasetDir, rel: str, report: Report):
+    """The manifest's well-formed rows (data.manifest.Parsed); each malformed one is a problem naming
+    file and line."""
+    from data.manifest import parse_lines  # here: numpy is imported while the workers hash
+
+    parsed = parse_lines(read_bytes(dataset, rel, report) or b"")
+    report.problems += [f"malformed: {rel}:{line + 1}: {err}" for line, err in parsed.errors.items()]
+    return parsed
 
 
 class Shards:
-    """Shapes of feature shards, each opened once (memory-mapped header only)."""
+    """Frames of each feature shard, from its .npy header (read once)."""
 
     def __init__(self, data_dir: Path, n_features: int | None):
         self.data_dir, self.n_features, self.shapes = data_dir, n_features, {}
 
     def rows(self, rel: str) -> int | None:
-        """Frames in the shard if it is a float16 (frames, n_features) array, else None."""
+        """Frames in the shard if it is a whole float16 (frames, n_features) array, else None."""
         if rel not in self.shapes:
-            try:
-                array = np.load(self.data_dir / rel, mmap_mode="r")
-                ok = array.dtype == np.float16 and array.ndim == 2 and array.shape[1] == self.n_features
-                self.shapes[rel] = array.shape[0] if ok else None
-            except (OSError, ValueError):
-                self.shapes[rel] = None
+            self.shapes[rel] = self._frames(self.data_dir / rel)
         return self.shapes[rel]
 
+    def _frames(self, path: Path) -> int | None:
+        import numpy as np  # here: imported while the workers hash
 
-def check_rows(rows: list[dict], transcripts: dict, shards: Shards, rel: str, report: Report) -> None:
-    """Manifest rows vs the trans.txt lines: each utterance once, same transcript, frames in range, sorted."""
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read_header(f)
+                whole = os.fstat(f.fileno()).st_size == f.tell() + np.prod(shape, dtype=np.int64) * dtype.itemsize
+        except (OSError, ValueError):
+            return None
+        ok = whole and not fortran and dtype == np.float16 and len(shape) == 2 and shape[1] == self.n_features
+        return shape[0] if ok else None
+
+
+def check_rows(parsed, transcripts: dict, audio: set[str], shards: Shards, rel: str, report: Report) -> None:
+    """Manifest rows vs the trans.txt lines: each utterance once, same transcript, its audio there
+    (`audio`: the files found, else a stat), frames in range, sorted."""
+    values = parsed.columns.values
+    columns = [values[key].tolist() for key in ("id", "transcript", "audio", "features")]
+    numbers = [values[key].tolist() for key in ("duration", "frames", "offset")]
     seen, previous = set(), None
-    for number, row in enumerate(rows, 1):
-        uid = row["id"]
+    for line, uid, text, flac, shard, duration, count, offset in zip(parsed.lines.tolist(), *columns, *numbers):
         if uid in seen:
             report.problems.append(f"duplicate: utterance {uid} in {rel}")
         seen.add(uid)
-        key = row_key(row)
+        key = duration, uid
         if previous is not None and key < previous:
-            report.problems.append(f"unsorted: {rel}:{number} (utterance {uid})")
+            report.problems.append(f"unsorted: {rel}:{line + 1} (utterance {uid})")
         previous = key
         if uid not in transcripts:
             report.problems.append(f"extra: utterance {uid} in {rel} has no transcript line")
             continue
-        text, trans = transcripts[uid]
-        if row["transcript"] != text:
-            report.problems.append(
-                f"transcript differs: utterance {uid}: {rel} {row['transcript']!r}, {trans} {text!r}"
-            )
-        if not (shards.data_dir / row["audio"]).is_file():
-            report.problems.append(f"missing: {row['audio']} (utterance {uid})")
-        frames = shards.rows(row["features"])
+        expected, trans = transcripts[uid]
+        if text != expected:
+            report.problems.append(f"transcript differs: utterance {uid}: {rel} {text!r}, {trans} {expected!r}")
+        if flac not in audio and not (shards.data_dir / flac).is_file():
+            report.problems.append(f"missing: {flac} (utterance {uid})")
+        frames = shards.rows(shard)
         if frames is None:
             report.problems.append(
-                f"bad shard: {row['features']} (utterance {uid}): missing, not float16 or not {shards.n_features} wide"
+                f"bad shard: {shard} (utterance {uid}): missing, not float16 or not {shards.n_features} wide"
             )
-        elif row["offset"] + row["frames"] > frames:
-            report.problems.append(
-                f"features out of range: utterance {uid}: "
-                f"{row['features']}[{row['offset']}:+{row['frames']}] of {frames}"
-            )
+        elif offset + count > frames:
+            report.problems.append(f"features out of range: utterance {uid}: {shard}[{offset}:+{count}] of {frames}")
     for uid in sorted(set(transcripts) - seen):
         report.problems.append(f"missing: utterance {uid} ({transcripts[uid][1]}) from {rel}")
 
 
 def check_audio_files(files: list[str], transcripts: dict, report: Report) -> None:
     """Every FLAC has a transcript line and every transcript line a FLAC."""
-    flacs = {Path(f).stem: f for f in files if f.endswith(".flac")}
+    flacs = {f[f.rfind("/") + 1 : -len(".flac")]: f for f in files if f.endswith(".flac")}
     for uid, path in sorted(flacs.items()):
         if uid not in transcripts:
             report.problems.append(f"extra: {path} has no transcript line")
@@ -264,18 +310,18 @@ def check_official(dataset: DatasetDir, subset: str, utterances: int, report: Re
 
 def check_splits(dataset: DatasetDir, report: Report) -> None:
     """Each split manifest must equal the (duration, id) merge of its prepared subsets' manifests."""
+    from data.manifest import merged_lines, split_sources  # here: numpy is imported while the workers hash
+
     for split in SPLITS:
-        sources = dataset_dir.split_sources(dataset, split)
+        sources = split_sources(dataset, split)
         if not sources:
             continue
         rel = dataset_dir.manifest_of(split)
         try:
-            digest = hashlib.sha256()
-            for line in dataset_dir.merged_lines([dataset.manifest(s) for s in sources]):
-                digest.update(line.encode("utf-8"))
+            digest = hashlib.sha256("".join(merged_lines([dataset.manifest(s) for s in sources])).encode("utf-8"))
         except (DatasetError, OSError):
             continue  # a subset manifest that is missing, unreadable or malformed is reported as such
-        _, actual, error = hash_one((str(dataset.root), rel))
+        actual, error = hash_one(str(dataset.root), rel)
         if error is not None:
             report.problems.append(f"missing: {rel}" if error == "missing" else f"unreadable: {rel}: {error}")
             continue
@@ -287,19 +333,21 @@ def feature_width(dataset: DatasetDir, report: Report) -> int | None:
     try:
         return int(dataset.read_feature_config()["n_features"])
     except OSError as err:
-        report.problems.append(f"unreadable: {dataset_dir.FEATURE_CONFIG}: {why(err)}")
+        report.problems.append(f"unreadable: {FEATURE_CONFIG}: {why(err)}")
     except (DatasetError, KeyError, ValueError, TypeError) as err:
-        report.problems.append(f"missing: {dataset_dir.FEATURE_CONFIG} readable with n_features ({err})")
+        report.problems.append(f"missing: {FEATURE_CONFIG} readable with n_features ({err})")
     return None
 
 
 def expected_entries(dataset: DatasetDir, records: dict) -> dict[str, set[str]]:
     """{directory: names preparation writes there} for the directories verify owns whole."""
-    splits = [split for split in SPLITS if dataset_dir.split_sources(dataset, split)]
+    from data.manifest import split_sources  # here: numpy is imported while the workers hash
+
+    splits = [split for split in SPLITS if split_sources(dataset, split)]
     return {
-        "checksums": {Path(dataset_dir.checksums_of(subset)).name for subset in records},
-        "manifests": {Path(dataset_dir.manifest_of(name)).name for name in [*records, *splits]},
-        "features": {Path(dataset_dir.FEATURE_CONFIG).name, *records},
+        CHECKSUMS: {Path(dataset_dir.checksums_of(subset)).name for subset in records},
+        MANIFESTS: {Path(dataset_dir.manifest_of(name)).name for name in [*records, *splits]},
+        FEATURES: {Path(FEATURE_CONFIG).name, *records},
     }
 
 
@@ -316,7 +364,7 @@ def check_extra_entries(dataset: DatasetDir, records: dict, report: Report) -> N
             report.problems.append(f"unreadable: {directory}: {why(err)}")
             continue
         for name, is_dir in names:
-            if name not in expected or (directory == "features" and is_dir != (name in records)):
+            if name not in expected or (directory == FEATURES and is_dir != (name in records)):
                 report.problems.append(f"extra: {directory}/{name}{'/' if is_dir else ''}")
 
 
@@ -338,20 +386,24 @@ def check_hashes(hashes: dict, listed: dict[str, str], report: Report) -> dict[s
 def verify(data_dir, jobs: int = 1) -> Report:
     """Check the prepared dataset under data_dir; problems name the file or utterance."""
     dataset, report = DatasetDir(data_dir), Report()
-    records = read_records(dataset, report)
-    for subset in dataset.marked("extract"):
-        if subset not in records:
-            report.problems.append(f"missing: checksums/{subset}.sha256 (subset {subset} extracted but not prepared)")
-    if not records:
-        report.problems.append(f"missing: {dataset.root}/checksums/*.sha256 (nothing prepared)")
-        return report
-    listed = {path: digest for subset in records.values() for path, digest in subset.items()}
-    with hashing(dataset.root, sorted(listed), jobs) as hashes:
+    with hashing_pool(jobs) as pool:
+        records = read_records(dataset, report)
+        for subset in dataset.marked("extract"):
+            if subset not in records:
+                report.problems.append(
+                    f"missing: {dataset_dir.checksums_of(subset)} (subset {subset} extracted but not prepared)"
+                )
+        if not records:
+            report.problems.append(f"missing: {dataset.root}/{CHECKSUMS}/*.sha256 (nothing prepared)")
+            return report
+        listed = {path: digest for subset in records.values() for path, digest in subset.items()}
+        hashes = hashing(dataset.root, sorted(listed), pool, jobs)
         others = check_contents(dataset, records, listed)  # while the workers hash
         actual = check_hashes(hashes(), listed, report)
     report.problems += others.problems  # the hashes' problems first, as a reader expects
     report.notes += others.notes
-    lines = "".join(f"{actual[p]}  {p}\n" for p in sorted(listed) if p.startswith("LibriSpeech/") and actual[p])
+    audio = dataset_dir.AUDIO + "/"
+    lines = "".join(f"{actual[p]}  {p}\n" for p in sorted(listed) if p.startswith(audio) and actual[p])
     report.digest = hashlib.sha256(lines.encode()).hexdigest()
     report.problems = list(dict.fromkeys(report.problems))  # one line per problem, first-seen order
     return report
@@ -367,10 +419,10 @@ def check_contents(dataset: DatasetDir, records: dict, listed: dict[str, str]) -
         for path in audio_files + walk_files(dataset.features(subset), dataset.root, report):
             if path not in listed:
                 report.problems.append(f"extra: {path}")
-        transcripts = subset_transcripts(dataset, subset, report)
+        transcripts = subset_transcripts(dataset, audio_files, report)
         check_audio_files(audio_files, transcripts, report)
         rel = dataset_dir.manifest_of(subset)
-        check_rows(read_manifest(dataset, rel, report), transcripts, shards, rel, report)
+        check_rows(read_manifest(dataset, rel, report), transcripts, set(audio_files), shards, rel, report)
         check_official(dataset, subset, len(transcripts), report)
     check_splits(dataset, report)
     check_extra_entries(dataset, records, report)
@@ -394,14 +446,13 @@ def main(argv: list[str] | None = None) -> int:
     return exit_status.run(lambda: _main(args, argv))
 
 
-def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
+def _main(args: argparse.Namespace, argv: list[str] | None) -> None:
     if args.jobs < 1:
         raise exit_status.UsageError(f"--jobs {args.jobs}: must be at least 1")
     dataset = DatasetDir(args.data_dir or dataset_dir.default_data_dir())
     if not dataset.root.is_dir():
-        print(f"error: --data-dir {dataset.root}: no such directory", file=sys.stderr)
         print("Dataset Checksum Failed.")
-        return exit_status.ExitStatus.ERROR
+        raise DatasetError(f"--data-dir {dataset.root}: no such directory")
     with dataset.lock(command_line("verify_dataset.sh", argv), shared=True):
         report = verify(dataset.root, args.jobs)
     for note in report.notes:
@@ -409,8 +460,13 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     for problem in report.problems:
         print(problem)
     print(f"Dataset digest (sha256 of the sorted audio + transcript sha256sum lines): {report.digest}")
-    print("Dataset Checksum Passed." if report.passed else "Dataset Checksum Failed.")
-    return exit_status.ExitStatus.OK if report.passed else exit_status.ExitStatus.ERROR
+    if not report.passed:
+        print("Dataset Checksum Failed.", flush=True)
+        count = len(report.problems)
+        raise DatasetCheckFailed(
+            f"{dataset.root}: {count} problem{'s' * (count != 1)} (listed above): the dataset is not as it was prepared"
+        )
+    print("Dataset Checksum Passed.")
 
 
 if __name__ == "__main__":

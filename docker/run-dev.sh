@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Starts the benchmark image with the GPUs, the host's network and IPC namespaces, the InfiniBand
-# devices when the host has them, and with the working tree, the dataset and the results directory
-# mounted, then runs a command in it (default: an interactive bash). Ready for several nodes.
+# Starts the benchmark image as the invoking user, with the GPUs, the host's network and IPC
+# namespaces, the InfiniBand devices when the host has them, and with the working tree, the dataset
+# and the results directory mounted, then runs a command in it (default: an interactive bash).
+# Ready for several nodes.
 set -euo pipefail
 caller_dir=$PWD
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,6 +15,7 @@ NETWORK=${NETWORK:-host}
 IPC=${IPC:-host}
 SHM_SIZE=${SHM_SIZE:-16g}
 INFINIBAND=${INFINIBAND:-/dev/infiniband}
+CONTAINER_USER=${CONTAINER_USER:-}
 # Passed into the container from the caller's environment when set: the launch (run_and_time.sh
 # starts torchrun from these) and every NCCL_* variable.
 LAUNCH_VARIABLES=(NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT)
@@ -26,7 +28,10 @@ Runs COMMAND (default: bash) in ${workdir} of the image ${IMAGE}, with these mou
   the repo ${repo}  ->  ${workdir}
   the dataset directory  ->  ${workdir}/LibriSpeech_dataset
   the results directory  ->  ${workdir}/results
-Missing host directories are created first, so that they belong to you and not to root.
+It runs as whoever runs it (--user UID:GID, here $(id -u):$(id -g), with the other groups of
+id -G), so that everything it writes into these directories is yours, not root's (CONTAINER_USER
+below); HOME is the image's /home/ds2, writable by any user. Missing host directories are created
+first, for the same reason.
 Example: docker/run-dev.sh ./run_and_time.sh
 
   -h, --help          show this help and exit
@@ -48,7 +53,10 @@ environment:
                passed into the container when set (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA, NCCL_DEBUG)
   DATA_DIR     dataset directory on the host
   RESULTS_DIR  results directory on the host
-  DOCKER_ARGS  extra docker run options, split on spaces (e.g. "--user 1000:1000")
+  CONTAINER_USER
+               who the container runs as (default: you, $(id -u):$(id -g)); CONTAINER_USER=root runs
+               as root, e.g. to apt-get install in the container (what it writes is then root's)
+  DOCKER_ARGS  extra docker run options, split on spaces (e.g. "--name ds2")
   DRY_RUN=1    print the docker command instead of running it
 EOF
 }
@@ -114,8 +122,19 @@ for name in "${LAUNCH_VARIABLES[@]}" $(compgen -e NCCL_ || true); do
   [[ -z ${!name+set} ]] || passed_env+=(-e "$name")
 done
 read -ra docker_args <<<"${DOCKER_ARGS:-}"
+# As the invoking user, so that what the container writes into the mounted repo, dataset and
+# results (results, reports, __pycache__, .pytest_cache) is not root-owned on the host. With the
+# user's other groups too: a dataset on shared storage may be readable by a group only.
+if [[ -n $CONTAINER_USER ]]; then
+  user=(--user "$CONTAINER_USER")
+else
+  user=(--user "$(id -u):$(id -g)")
+  for group in $(id -G); do
+    [[ $group == "$(id -g)" ]] || user+=(--group-add "$group")
+  done
+fi
 
-cmd=(docker run --rm --gpus "$GPUS" --network "$NETWORK" "${ipc[@]}" "${infiniband[@]}")
+cmd=(docker run --rm "${user[@]}" --gpus "$GPUS" --network "$NETWORK" "${ipc[@]}" "${infiniband[@]}")
 cmd+=(--ulimit memlock=-1 --ulimit stack=67108864 "${passed_env[@]}")
 if [[ -t 0 ]]; then
   cmd+=(-it)

@@ -3,13 +3,14 @@
 A checkpoint is a plain dict of tensors and Python primitives, so `torch.load(weights_only=True)`
 reads it (no pickled code is ever run: a checkpoint is data, wherever it came from). Model and
 optimiser state are saved from the unwrapped model, so a checkpoint written by one world size
-resumes in another. The run's progress is the trainer's RunState, stored as a plain dict.
+resumes in another. The run's progress is a RunState, stored as a plain dict.
 """
 
 import errno
 import os
 import random
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 import params
 from data.files import replacing
 from exit_status import Failure, describe_os_error
+from pytorch.results import EpochMetrics
 
 # Parameters that change the model's tensors or the features it reads: a checkpoint made with other
 # values cannot be resumed. Optimisation knobs (lr, epochs, ...) may change between segments.
@@ -29,8 +31,36 @@ class CheckpointError(Failure):
     """A checkpoint that is missing, unreadable or belongs to another model."""
 
 
+@dataclass
+class RunState:
+    """Where a run stands: what a checkpoint stores besides the tensors, and what a resume continues."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken (skipped ones included): the lr schedule's clock
+    metrics: list[EpochMetrics] = field(default_factory=list)  # one per completed epoch
+    best_wer: float | None = None
+    train_seconds: float = 0.0  # timed seconds of the segments before this one (resumed runs)
+    resumed: int = 0  # times this run was resumed; MLPerf times only unbroken runs
+
+    def reached(self, target_wer: float) -> bool:
+        return bool(self.metrics) and self.metrics[-1].wer <= target_wer
+
+    def finished(self, p: params.Params) -> bool:
+        """The stop rule: the target met, or every epoch run."""
+        return self.reached(p.target_wer) or self.epoch >= p.epochs
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "RunState":
+        return cls(**saved | {"metrics": [EpochMetrics(**m) for m in saved["metrics"]]})
+
+
 def checkpoint_dir(results_dir: Path) -> Path:
     return Path(results_dir) / "checkpoints"
+
+
+def last_path(results_dir: Path) -> Path:
+    """The checkpoint a --resume continues."""
+    return checkpoint_dir(results_dir) / "last.pt"
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
@@ -118,8 +148,18 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def snapshot(model, optimizer, scaler, p: params.Params, progress: dict) -> dict:
-    """Everything a resumed run needs. progress: the trainer's RunState as a plain dict."""
+def load_resume(results_dir: Path, p: params.Params) -> dict:
+    """The checkpoint a --resume continues, checked against p before anything is logged or written."""
+    path = last_path(results_dir)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint to resume from (run without --resume first)")
+    saved = load(path)
+    check_compatible(saved["params"], p, path)
+    return saved
+
+
+def snapshot(model, optimizer, scaler, p: params.Params, state: RunState) -> dict:
+    """Everything a resumed run needs."""
     return {
         "format": FORMAT,
         "model": model.state_dict(),
@@ -127,18 +167,18 @@ def snapshot(model, optimizer, scaler, p: params.Params, progress: dict) -> dict
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
         "params": p.to_dict(),
-        "progress": progress,
+        "progress": asdict(state),
     }
 
 
-def restore(state: dict, model, optimizer, scaler) -> dict:
-    """Load a snapshot into model/optimiser/scaler and the RNGs; returns its progress (a plain dict)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    return state["progress"]
+def restore(saved: dict, model, optimizer, scaler) -> RunState:
+    """Load a snapshot into model/optimiser/scaler and the RNGs; returns where the run stood."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if scaler is not None and saved["scaler"] is not None:
+        scaler.load_state_dict(saved["scaler"])
+    set_rng_state(saved["rng"])
+    return RunState.from_dict(saved["progress"])
 
 
 def link_or_copy(source: Path, target: Path) -> None:

@@ -1,11 +1,15 @@
 """The processes of a run: which device each uses, and everything they say to each other.
 
-One process, or one per device under torchrun (WORLD_SIZE > 1): NCCL between CUDA devices, gloo on
-CPU (gloo also all-reduces CUDA tensors, which lets two ranks share one GPU in a test). Gradients are
-summed by DistributedDataParallel (`wrap`); the few other collectives of the trainer and the
-synchronised BatchNorm are here.
+One process, or one per device: started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK), by Slurm's srun
+with one task per GPU (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID) or by Open MPI's mpirun
+(OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK); the rendezvous is MASTER_ADDR:MASTER_PORT (slurm/run.sub
+exports them). NCCL between CUDA devices, gloo on CPU (gloo also all-reduces CUDA tensors, which lets
+two ranks share one GPU in a test). Gradients are summed by DistributedDataParallel (`wrap`); the few
+other collectives of the trainer and the synchronised BatchNorm are here. Every collective waits at
+most p.dist_timeout_s for the other ranks: a rank that hangs stops the run with an error, not forever.
 """
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -27,6 +31,11 @@ class World:
     def main(self) -> bool:
         return self.rank == 0
 
+    def say(self, *words, **print_kwargs) -> None:
+        """print() on the main rank only: every rank runs the same code, one speaks for the run."""
+        if self.main:
+            print(*words, **print_kwargs, flush=True)
+
     @property
     def distributed(self) -> bool:
         return self.size > 1
@@ -40,20 +49,60 @@ class World:
         return self.distributed and self.device.type == "cuda"
 
 
+@dataclass(frozen=True)
+class Launch:
+    """Where this process stands in the run, as its launcher said."""
+
+    rank: int
+    size: int
+    local_rank: int
+    launcher: str  # torchrun, slurm, mpi, or none (one process)
+
+
+# (launcher, its variables for rank, world size, local rank), in the order they are believed: torchrun
+# sets its own even inside a Slurm job, so one torchrun per node under srun is torchrun's.
+LAUNCHERS = (
+    ("torchrun", ("RANK", "WORLD_SIZE", "LOCAL_RANK")),
+    ("slurm", ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")),
+    ("mpi", ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK")),
+)
+
+
+def launch(env=None) -> Launch:
+    """This process's rank, world size and local rank from its launcher's variables (one process if
+    none). Slurm's count only inside an srun step (SLURM_STEP_ID): the batch script itself is one
+    process whatever --ntasks says. UsageError naming a variable that is not a whole number."""
+    env = os.environ if env is None else env
+    for name, variables in LAUNCHERS:
+        if variables[1] not in env or (name == "slurm" and "SLURM_STEP_ID" not in env):
+            continue
+        values = []
+        for variable in variables:
+            text = env.get(variable, "0").strip()
+            if not text.isdigit():
+                raise UsageError(f"{variable}={text!r}: must be a whole number (set by {name})")
+            values.append(int(text))
+        rank, size, local_rank = values
+        if not 0 <= rank < size:
+            raise UsageError(f"{variables[0]}={rank}: must be below {variables[1]}={size}")
+        return Launch(rank, size, local_rank, name)
+    return Launch(0, 1, 0, "none")
+
+
 def single(device: str | torch.device = "cpu") -> World:
     """The world of one process on `device` (evaluation, benchmarks, tests)."""
     return World(0, 1, torch.device(device))
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """'auto': this rank's CUDA device (LOCAL_RANK) if CUDA is available, else the CPU; or as given."""
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    """'auto': this rank's CUDA device (its local rank) if CUDA is available, else the CPU; or as given."""
+    local_rank = launch().local_rank
     if requested == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
         if local_rank >= torch.cuda.device_count():
             raise UsageError(
-                f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} CUDA device(s): start at most "
+                f"local rank {local_rank} but this node has {torch.cuda.device_count()} CUDA device(s): start at most "
                 "one process per GPU (NPROC), or share one device with --device cuda:0 --dist-backend gloo"
             )
         return torch.device("cuda", local_rank)
@@ -66,27 +115,32 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
-def init(device: str = "auto", backend: str | None = None) -> World:
-    """This process's World; under torchrun (WORLD_SIZE > 1) also its process group.
+def init(device: str = "auto", backend: str | None = None, timeout_s: float = 1800.0) -> World:
+    """This process's World; with several ranks also its process group, whose collectives wait at
+    most timeout_s for the others.
 
     backend: nccl (default between CUDA devices) or gloo (default on CPU; also CUDA tensors).
     """
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    me = launch()
     where = pick_device(device)
     if where.type == "cuda":
         torch.cuda.set_device(where)
-    if size > 1:
+    if me.size > 1:
         backend = backend or ("nccl" if where.type == "cuda" else "gloo")
         if backend not in BACKENDS:
             raise UsageError(f"--dist-backend {backend!r}: must be one of {', '.join(BACKENDS)}")
         if backend == "nccl" and where.type != "cuda":
             raise UsageError("--dist-backend nccl needs CUDA devices; use gloo on CPU")
+        if me.launcher != "torchrun" and not os.environ.get("MASTER_ADDR", "").strip():
+            raise UsageError(f"{me.launcher}: {me.size} ranks need MASTER_ADDR (and MASTER_PORT) for the rendezvous")
+        os.environ.setdefault("MASTER_PORT", "29500")
         try:
-            dist.init_process_group(backend)
+            dist.init_process_group(
+                backend, rank=me.rank, world_size=me.size, timeout=datetime.timedelta(seconds=timeout_s)
+            )
         except (RuntimeError, ValueError) as err:
-            raise Failure(f"cannot join the process group ({backend}, rank {rank} of {size}): {err}") from None
-    return World(rank, size, where)
+            raise Failure(f"cannot join the process group ({backend}, rank {me.rank} of {me.size}): {err}") from None
+    return World(me.rank, me.size, where)
 
 
 def finish(world: World, completed: bool = True) -> None:

@@ -14,6 +14,7 @@ leaves the others out and counts them), so the step never asks the GPU.
 import functools
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -23,10 +24,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data import labels
-from data.dataset_dir import DatasetDir, DatasetError, Manifest
+from data.dataset_dir import DatasetDir, DatasetError
 from data.dataset_dir import default_data_dir as default_data_dir  # re-exported: the trainer's --data-dir default
+from data.manifest import Manifest
 from params import Params
 from pytorch.augment import Augmentation
+from pytorch.distributed import World
 from pytorch.model import output_lengths
 
 OPEN_SHARDS = 256  # memory maps kept open per process; each holds a file descriptor
@@ -297,8 +300,9 @@ def collate(items: list[Utterance], training: bool = False) -> Batch:
 class BatchList:
     """A batch sampler over fixed index lists; `set(batches, epoch)` replaces them between epochs.
 
-    It yields keys (index, epoch) for the dataset. DataLoader asks its batch sampler for a new
-    iterator every epoch, so persistent workers keep running while the batch order changes.
+    It yields keys (index, epoch) for the dataset (epoch None: evaluation, never augmented).
+    DataLoader asks its batch sampler for a new iterator every epoch, so persistent workers keep
+    running while the batch order changes.
     """
 
     def __init__(self, batches: list[list[int]], epoch: int | None = None):
@@ -319,8 +323,8 @@ def make_loader(
 ) -> DataLoader:
     """DataLoader yielding Batches in the given order (training: unalignable utterances left out).
 
-    Change the batches of a later epoch with `loader.batch_sampler.set(batches, epoch)`.
-    Memory is pinned only when CUDA is available.
+    Its batch sampler is a BatchList: `loader.batch_sampler.set(batches, epoch)` changes the batches
+    of a later epoch (TrainingBatches does it for the trainer). Memory is pinned only when CUDA is available.
     """
     return DataLoader(
         dataset,
@@ -330,3 +334,36 @@ def make_loader(
         pin_memory=pin_memory and torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
     )
+
+
+class TrainingBatches:
+    """One rank's share of the training split, epoch by epoch: for each optimiser step, the global
+    batch (manifest rows) and this rank's micro-batches of it, loaded (and augmented for that epoch)
+    by persistent DataLoader workers."""
+
+    def __init__(self, split: Split, p: Params, world: World):
+        self.split, self.p, self.world = split, p, world
+        self.loader = make_loader(split.dataset, [], p.num_workers, world.device.type == "cuda", training=True)
+
+    def steps(self) -> int:
+        """Optimiser steps per epoch (the same every epoch: shuffling only reorders the batches)."""
+        return len(global_batches(len(self.split), self.p.batch_size, False, self.p.seed, 0))
+
+    def epoch(self, epoch: int) -> Iterator[tuple[list[int], list[Batch]]]:
+        """(global batch, this rank's micro-batches) per step of epoch `epoch` (0-based)."""
+        p, world = self.p, self.world
+        batches = global_batches(len(self.split), p.batch_size, p.shuffle_batches, p.seed, epoch)
+        accumulation = p.accumulation_steps(world.size)
+        mine = [micro_batches(b, world.size, accumulation, world.rank) for b in batches]
+        self.loader.batch_sampler.set([m for step in mine for m in step], epoch)
+        data = iter(self.loader)
+        for global_batch, parts in zip(batches, mine):
+            yield global_batch, [next(data) for _ in parts]
+
+
+def evaluation_loader(split: Split, p: Params, world: World) -> DataLoader:
+    """This rank's share of an evaluation split, as stored (never augmented), in length-ordered
+    batches of the training micro-batch's size (the batch size changes no result: the model is
+    padding-blind, and no large global batch ever reaches one device)."""
+    batches = global_batches(len(split), p.micro_batch(world.size), False, p.seed, 0)[world.rank :: world.size]
+    return make_loader(split.dataset, batches, p.num_workers, world.device.type == "cuda")

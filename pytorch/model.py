@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from data.labels import LABELS
 from params import Params
 from pytorch import precision
-from pytorch.distributed import sum_over_ranks
+from pytorch.batchnorm import masked_batch_norm
 
 RNN_CLASSES = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 
@@ -60,56 +60,6 @@ def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
 def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
     """(N,) lengths -> (N, frames) bool, True on a sample's valid frames."""
     return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-
-
-def masked_batch_norm(
-    bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor, sync: bool = False
-) -> torch.Tensor:
-    """BatchNorm over the valid positions of x only.
-
-    x: (N, C, ...) with channels on dim 1; mask: float, broadcastable to x with size 1 on dim 1,
-    1 on valid positions. In training the batch statistics are those of the valid positions and the
-    running statistics are updated as nn.BatchNorm does (unbiased variance); in eval mode the module
-    runs as it is. sync=True (several CUDA processes) takes the statistics over the valid positions
-    of every rank's batch, summed with a differentiable all_reduce: what SyncBatchNorm does, but
-    blind to padding. Every rank must then make the same calls, forward and backward.
-    """
-    if not bn.training or not bn.track_running_stats:
-        return bn(x)
-    dims = [d for d in range(x.dim()) if d != 1]
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    x, mask = x.float(), mask.float()
-    count = mask.expand(x.shape[:1] + (1,) + x.shape[2:]).sum()
-    total = (x * mask).sum(dims)
-    if sync:
-        packed = sum_over_ranks(torch.cat([total, count.reshape(1)]))
-        total, count = packed[:-1], packed[-1]
-    mean = total / count.clamp(min=1)
-    centred = x - mean.view(shape)
-    squares = (centred.square() * mask).sum(dims)
-    if sync:
-        squares = sum_over_ranks(squares)
-    var = squares / count.clamp(min=1)
-    _update_running_stats(bn, mean.detach(), var.detach(), count)
-    scale = torch.rsqrt(var + bn.eps)
-    if bn.affine:
-        return centred * (scale * bn.weight).view(shape) + bn.bias.view(shape)
-    return centred * scale.view(shape)
-
-
-@torch.no_grad()
-def _update_running_stats(bn, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
-    """The running-average update of nn.BatchNorm, with the valid-position count n: var * n/(n-1).
-
-    A batch without one valid position (n = 0) says nothing about the statistics: its weight is 0,
-    applied as a tensor so that no host-device synchronisation is added to every forward.
-    """
-    bn.num_batches_tracked.add_(1)
-    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    weight = (count > 0).to(bn.running_mean.dtype) * factor
-    unbiased = var * (count / (count - 1).clamp(min=1))
-    bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), weight)
-    bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), weight)
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -150,8 +100,9 @@ class BatchRNN(nn.Module):
         return f"computes in {str(self.dtype).removeprefix('torch.')}{summed}"
 
 
-def probe_recurrent_dtype(p: Params, device: torch.device) -> torch.dtype:
-    """The dtype a recurrent layer of this model really computes in on `device` under p.precision.
+def probe_recurrent(p: Params, device: torch.device) -> precision.RecurrentKernel:
+    """What a recurrent layer of this model really computes in on `device` under p.precision, and which
+    kernel computes it (precision.kernel_of: cuDNN or ATen's per-time-step loop).
 
     One tiny layer of the model's own kind, run forward and backward as the model runs it (inside the
     precision's autocast). PrecisionError naming the cause if the device cannot do it.
@@ -163,7 +114,8 @@ def probe_recurrent_dtype(p: Params, device: torch.device) -> torch.dtype:
     lengths = torch.tensor([5, 3], device=device)
     mask = frame_mask(lengths, 5).t()[:, :, None].float()
     try:
-        with precision.autocast(p.precision, device.type):
+        with torch.enable_grad(), precision.autocast(p.precision, device.type):
+            raw = precision.run_recurrent(layer.fwd, x, layer.dtype)  # the kernel's own output
             out = layer(x, lengths, mask)
         out.float().sum().backward()
     except RuntimeError as err:
@@ -171,7 +123,8 @@ def probe_recurrent_dtype(p: Params, device: torch.device) -> torch.dtype:
             f"precision={p.precision!r}: this {device.type} build of torch {torch.__version__} cannot run a "
             f"{p.rnn_type.upper()} in {precision.compute_dtype(p.precision)} ({str(err).splitlines()[0]})"
         ) from None
-    return out.dtype
+    dtype = str(out.dtype).removeprefix("torch.")
+    return precision.RecurrentKernel(dtype, precision.kernel_of(raw), device.type)
 
 
 class DeepSpeech2(nn.Module):

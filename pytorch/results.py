@@ -5,6 +5,7 @@
     predictions/epoch_<n>.jsonl  id, reference, hypothesis of every validation utterance
     result.json                  status, epochs, best/final WER, time to train, target, params
     curves.png                   train loss and validation WER per epoch, with the target line
+    tensorboard/                 event files: per-step and per-epoch scalars (pytorch.tensorboard)
     mlperf_log.txt               MLPerf compliance log (pytorch.mlperf)
     checkpoints/                 last.pt, best.pt (pytorch.checkpoint)
 
@@ -12,25 +13,74 @@ Every file is written to a temporary name in its directory and renamed into plac
 """
 
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from data.files import replacing, write_atomically
-from exit_status import Failure
+from exit_status import ExitStatus, Failure, describe_os_error
 
-METRIC_KEYS = (
-    "epoch",
-    "train_loss",
-    "wer",
-    "wer_per_utterance_mean",
-    "cer",
-    "lr",
-    "seconds",
-    "utt_per_s",
-    "audio_s_per_s",
-    "skipped_steps",
-    "dropped_utterances",
-)
+SUCCESS, ABORTED = "success", "aborted"  # MLPerf's run_stop statuses: the target reached, or every epoch run
+
+
+class ResultsDirError(Failure):
+    """A results directory that cannot hold this run (exit status 1, before the clock starts)."""
+
+
+@dataclass
+class EpochMetrics:
+    """One line of metrics.jsonl: an epoch's training pass and its validation."""
+
+    epoch: int  # 1-based
+    train_loss: float  # mean CTC per utterance over the epoch's steps
+    wer: float  # validation corpus WER (%): the benchmark's metric
+    wer_per_utterance_mean: float  # the 2018 code's averaged per-utterance WER (%)
+    cer: float
+    lr: float  # of the epoch's last step
+    seconds: float  # the training pass, evaluation excluded
+    utt_per_s: float
+    audio_s_per_s: float
+    skipped_steps: int  # non-finite loss or gradient, or nothing alignable
+    dropped_utterances: int  # too short for their transcripts (CTC cannot align them)
+
+    def summary(self) -> str:
+        return (
+            f"epoch {self.epoch}: train loss {self.train_loss:.3f}, WER {self.wer:.2f}% (per-utterance mean "
+            f"{self.wer_per_utterance_mean:.2f}%), CER {self.cer:.2f}%, {self.utt_per_s:.1f} utt/s, "
+            f"{self.skipped_steps} skipped steps, {self.dropped_utterances} dropped utterances"
+        )
+
+
+METRIC_KEYS = tuple(f.name for f in fields(EpochMetrics))
+
+
+def status_of(reached: bool) -> str:
+    return SUCCESS if reached else ABORTED
+
+
+def exit_status_of(status: str) -> ExitStatus:
+    """The one rule from a run's status to its command's exit status: 0 success, 3 target missed."""
+    return ExitStatus.OK if status == SUCCESS else ExitStatus.TARGET_MISSED
+
+
+def prepare_dir(results_dir: Path, resume: bool, create: bool) -> Path:
+    """The results directory checked (and, where `create`, made and tested writable): it must hold no
+    other run unless resumed. ResultsDirError naming it otherwise."""
+    results_dir = Path(results_dir)
+    last = results_dir / "checkpoints" / "last.pt"
+    if not resume and last.exists():
+        raise ResultsDirError(
+            f"{results_dir}: holds a run already ({last}); pass --resume or choose another --results-dir"
+        )
+    if create:
+        try:
+            results_dir.mkdir(parents=True, exist_ok=True)
+            probe = results_dir / f".write-test.{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ResultsDirError(f"--results-dir: {describe_os_error(err, results_dir)}") from None
+    return results_dir
 
 
 def write_json(path: Path, obj) -> None:
@@ -45,13 +95,9 @@ def write_params(results_dir: Path, p_dict: dict) -> None:
     write_json(Path(results_dir) / "params.json", p_dict)
 
 
-def write_metrics(results_dir: Path, metrics: list[dict]) -> None:
+def write_metrics(results_dir: Path, metrics: list[EpochMetrics]) -> None:
     """Rewrite metrics.jsonl from all epochs so far (a resumed run rewrites what its checkpoint holds)."""
-    for row in metrics:
-        missing = [k for k in METRIC_KEYS if k not in row]
-        if missing:
-            raise ValueError(f"metrics of epoch {row.get('epoch')}: missing {', '.join(missing)}")
-    write_jsonl(Path(results_dir) / "metrics.jsonl", [{k: row[k] for k in METRIC_KEYS} for row in metrics])
+    write_jsonl(Path(results_dir) / "metrics.jsonl", [asdict(m) for m in metrics])
 
 
 def write_predictions(results_dir: Path, epoch: int, predictions: list[tuple[str, str, str]]) -> None:
@@ -64,16 +110,16 @@ def write_predictions(results_dir: Path, epoch: int, predictions: list[tuple[str
 class RunOutcome:
     """How a training run ended: what result.json records besides its parameters."""
 
-    status: str  # success (the target was reached) or aborted (every epoch run without reaching it)
-    metrics: list[dict]  # one row per epoch (METRIC_KEYS)
+    status: str  # SUCCESS (the target was reached) or ABORTED (every epoch run without reaching it)
+    metrics: list[EpochMetrics]
     time_to_train_s: float
     resumed: int = 0  # segments resumed from a checkpoint; MLPerf times only unbroken runs
-    precision: dict = field(default_factory=dict)  # what the run really computed in (pytorch.precision)
+    precision: dict = field(default_factory=dict)  # what the run really computed in, and on which kernel
 
 
 def write_result(results_dir: Path, outcome: RunOutcome, p_dict: dict) -> dict:
     """result.json: how the run ended, against its target (p_dict["target_wer"]), with every parameter."""
-    wers = [m["wer"] for m in outcome.metrics]
+    wers = [m.wer for m in outcome.metrics]
     result = {
         "status": outcome.status,
         "epochs": len(outcome.metrics),
@@ -99,7 +145,7 @@ def read_status(results_dir: Path) -> str:
     return status
 
 
-def plot_curves(results_dir: Path, metrics: list[dict], target_wer: float) -> None:
+def plot_curves(results_dir: Path, metrics: list[EpochMetrics], target_wer: float) -> None:
     """curves.png: train loss and validation WER (with the target) per epoch, side by side."""
     import matplotlib
 
@@ -107,11 +153,11 @@ def plot_curves(results_dir: Path, metrics: list[dict], target_wer: float) -> No
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    epochs = [m["epoch"] for m in metrics]
+    epochs = [m.epoch for m in metrics]
     fig, (loss_ax, wer_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    loss_ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", color="tab:blue")
+    loss_ax.plot(epochs, [m.train_loss for m in metrics], "o-", color="tab:blue")
     loss_ax.set_ylabel("train loss (CTC / utterance)")
-    wer_ax.plot(epochs, [m["wer"] for m in metrics], "s-", color="tab:red", label="validation WER")
+    wer_ax.plot(epochs, [m.wer for m in metrics], "s-", color="tab:red", label="validation WER")
     wer_ax.axhline(target_wer, color="black", linestyle="--", linewidth=1, label=f"target {target_wer:g}")
     wer_ax.set_ylabel("WER (%)")
     wer_ax.legend(loc="upper right")

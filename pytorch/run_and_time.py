@@ -9,8 +9,8 @@ as other MLPerf references do (seconds: wall time from before the trainer starts
 One process runs the trainer here; NPROC > 1 or NNODES > 1 runs it under torchrun. Exit status
 (exit_status.py): 0 target reached, 3 every epoch run without reaching it, 1 error, 2 bad usage.
 
-This is the training loop's launcher, so it alone besides pytorch.train imports pytorch.train: the
-trainer's own parameter checks (check_trainable, parse_args) run before the clock starts, and one
+This is the training loop's launcher, so it alone besides pytorch.train imports pytorch.train: every
+check that can refuse the run (pytorch.preflight.check_run) runs before the clock starts, and one
 process runs the trainer in this interpreter, so the timed run holds no second interpreter start and
 torch import, and its exit status and Ctrl-C handling are the trainer's own. The inference side
 (pytorch.inference, evaluate, transcribe, bench.inference_latency) never imports the training loop.
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import exit_status
 import params
-from exit_status import ExitStatus, Failure, UsageError
-from pytorch import loader, results, train
+from exit_status import ExitStatus, UsageError
+from pytorch import distributed, loader, preflight, results, train
+from pytorch.options import RunOptions
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK = "SPEECH_RECOGNITION"
@@ -102,20 +103,6 @@ def launcher(argv: list[str]) -> list[str] | None:
     return [*torchrun, "-m", "pytorch.train", *argv]
 
 
-def check_before_timing(args: argparse.Namespace, p: params.Params) -> None:
-    """What can fail before the clock starts does: the parameters, the data, the results directory."""
-    train.check_trainable(p)
-    if not args.data_dir.is_dir():
-        raise Failure(
-            f"--data-dir {args.data_dir}: no such directory; prepare the data first with ./download_dataset.sh"
-        )
-    loader.check_features(args.data_dir, p)
-    for name in (p.train_manifest, p.val_manifest):
-        loader.manifest_path(args.data_dir, name)
-    if env_count("NNODES", 1) > 1 and args.results_dir is None:
-        raise UsageError("NNODES > 1 needs --results-dir on a file system every node shares (checkpoints, resume)")
-
-
 def user() -> str:
     try:
         return getpass.getuser()
@@ -127,36 +114,48 @@ def stamp() -> str:
     return time.strftime("%Y-%m-%d %I:%M:%S %p")
 
 
+def options_of(args: argparse.Namespace) -> RunOptions:
+    """The run these arguments ask for; the results directory defaults to results/<date-time>."""
+    if env_count("NNODES", 1) > 1 and args.results_dir is None and not args.dry_run:
+        raise UsageError("NNODES > 1 needs --results-dir on a file system every node shares (checkpoints, resume)")
+    results_dir = args.results_dir or (None if args.dry_run else REPO / "results" / time.strftime("%Y%m%d-%H%M%S"))
+    return RunOptions(
+        params.parse(args.overrides),
+        (args.data_dir or loader.default_data_dir()).absolute(),
+        results_dir.absolute() if results_dir else None,
+        resume=args.resume,
+        dry_run=args.dry_run,
+        overrides=tuple(args.overrides),
+    )
+
+
 def run(args: argparse.Namespace) -> ExitStatus:
     if args.help:
         print(USAGE, end="")
         return ExitStatus.OK
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", train.CUDA_ALLOC_CONF)
-    data_dir = (args.data_dir or loader.default_data_dir()).absolute()
-    trainer_args = ["--data-dir", str(data_dir)] + (["--resume"] * args.resume) + args.overrides
-    if args.dry_run:
-        return train.train(train.parse_args(["--dry-run", *trainer_args]))
-    p = params.parse(args.overrides)
-    args.data_dir = data_dir
-    check_before_timing(args, p)
-    results_dir = (args.results_dir or REPO / "results" / time.strftime("%Y%m%d-%H%M%S")).absolute()
-    trainer_args += ["--results-dir", str(results_dir)]
-    command = launcher(trainer_args)
+    options = options_of(args)
+    if options.dry_run:
+        return train.train(options)
+    command = launcher(options.trainer_argv())
+    # Everything that can refuse the run does so now, before the clock starts (on this node's first device).
+    checked = preflight.check_run(options, distributed.pick_device(options.device))
     start, start_stamp = time.time(), stamp()
     print(f"STARTING TIMING RUN AT {start_stamp}", flush=True)
     if command is None:
-        status = train.train(train.parse_args(trainer_args))
+        status = train.train(options, checked)
     else:
+        del checked  # each rank checks again on its own device (and loads its own copy of a resumed checkpoint)
         # The workers run from the repo with PYTHONSAFEPATH, so no data/ folder of the caller's is imported.
         env = dict(os.environ, PYTHONSAFEPATH="1")
-        status = ExitStatus.OK if subprocess.run(command, cwd=REPO, env=env).returncode == 0 else ExitStatus.ERROR
-        if status == ExitStatus.OK and os.environ.get("NODE_RANK", "0").strip() in ("", "0"):
-            status = ExitStatus.OK if results.read_status(results_dir) == "success" else ExitStatus.TARGET_MISSED
+        completed = subprocess.run(command, cwd=REPO, env=env).returncode == 0
+        # Every node reads the run's status: the results directory is shared between nodes.
+        status = results.exit_status_of(results.read_status(options.results_dir)) if completed else ExitStatus.ERROR
     end = time.time()
     print(f"ENDING TIMING RUN AT {stamp()}", flush=True)
-    print(f"RESULT,{BENCHMARK},{p.seed},{round(end - start)},{user()},{start_stamp}", flush=True)
+    print(f"RESULT,{BENCHMARK},{options.params.seed},{round(end - start)},{user()},{start_stamp}", flush=True)
     if status == ExitStatus.TARGET_MISSED:
-        print(f"Target not reached: run aborted (see {results_dir / 'result.json'})", file=sys.stderr)
+        print(f"Target not reached: run aborted (see {options.results_dir / 'result.json'})", file=sys.stderr)
     return status
 
 

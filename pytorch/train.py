@@ -2,6 +2,9 @@
 
     python -m pytorch.train --data-dir DIR --results-dir DIR [--resume] [--dry-run] [key=value ...]
 
+Read it top to bottom: set-up (model, optimiser, learning rate), one optimiser step, one epoch, then
+the run (checks, logging, the epoch loop with evaluation, the stop rule and checkpoints).
+
 One process, or one per device under torchrun (WORLD_SIZE > 1), in this same loop. Each global batch
 of p.batch_size utterances is cut into world size x p.accumulation_steps(world size) micro-batches in a
 fixed order (pytorch.loader); every rank back-propagates its micro-batches' summed CTC / the global
@@ -14,15 +17,13 @@ it reached the target or not (torchrun reports any other status as a crash); res
 status, which pytorch.run_and_time reads.
 """
 
-import argparse
 import math
 import os
 import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -31,34 +32,18 @@ import exit_status
 import params
 from data.dataset_dir import DatasetDir
 from data.progress import progress_bar
-from exit_status import ExitStatus, Failure
-from pytorch import checkpoint, distributed, inference, loader, precision, results
+from exit_status import ExitStatus
+from pytorch import checkpoint, distributed, inference, loader, memory, precision, preflight, results, tensorboard
+from pytorch.batchnorm import RunningStats
+from pytorch.checkpoint import RunState
 from pytorch.distributed import World
 from pytorch.mlperf import MLPerfLog
-from pytorch.model import DeepSpeech2, conv_frequencies, probe_recurrent_dtype
+from pytorch.model import DeepSpeech2, probe_recurrent
+from pytorch.options import RunOptions, parse_trainer_args
 
 CTC = torch.nn.CTCLoss(blank=0, reduction="sum", zero_infinity=False)
 # Allocator default for long, ever-changing batch shapes: fewer fragmentation OOMs. Set before CUDA starts.
 CUDA_ALLOC_CONF = "expandable_segments:True"
-
-
-class TrainError(Failure):
-    """A problem with the results directory, the data or a resume that stops the run (exit status 1)."""
-
-
-@dataclass
-class RunState:
-    """Where a run stands: what a checkpoint stores besides the tensors, and what a resume continues."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimiser steps taken (skipped ones included): the lr schedule's clock
-    metrics: list[dict] = field(default_factory=list)  # one row per completed epoch (results.METRIC_KEYS)
-    best_wer: float | None = None
-    train_seconds: float = 0.0  # timed seconds of the segments before this one (resumed runs)
-    resumed: int = 0  # times this run was resumed; MLPerf times only unbroken runs
-
-    def reached(self, target_wer: float) -> bool:
-        return bool(self.metrics) and self.metrics[-1]["wer"] <= target_wer
 
 
 @dataclass
@@ -71,8 +56,8 @@ class Trainer:
     ddp: torch.nn.Module  # what training runs forward through: DistributedDataParallel(model), or model
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
-    total_steps: int
-    recurrent_dtype: str  # what the recurrent layers really compute in on this device (probed)
+    total_steps: int  # of the whole run: the learning-rate schedule's length
+    recurrent: precision.RecurrentKernel  # what the recurrent layers really compute in, and how (probed)
 
 
 @dataclass
@@ -80,59 +65,23 @@ class StepResult:
     loss_sum: float  # summed CTC of the kept utterances, over all ranks
     dropped: int  # utterances too short for their transcript, over all ranks
     skipped: bool  # no optimiser step: a non-finite loss or gradient, or nothing alignable
+    grad_norm: float  # global gradient norm before clipping
+
+
+@dataclass
+class EpochTraining:
+    """An epoch's training pass, as metrics.jsonl records it (pytorch.results.EpochMetrics)."""
+
+    train_loss: float
+    lr: float
+    seconds: float
+    utt_per_s: float
+    audio_s_per_s: float
+    skipped_steps: int
+    dropped_utterances: int
 
 
 # ---------------------------------------------------------------- set-up
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pytorch.train",
-        description="Train DeepSpeech2 on a prepared LibriSpeech dataset until the validation WER "
-        "reaches target_wer. Exit status: 0 target reached, 3 every epoch run without reaching it, "
-        "1 error, 2 bad parameters (under torchrun a completed run exits 0; see result.json).",
-        epilog="Parameters (key=value), defaults from params.py:\n" + params.describe(params.make()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--data-dir", type=Path, default=loader.default_data_dir(), help="prepared dataset (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--results-dir",
-        type=Path,
-        help="where logs, metrics, predictions and checkpoints go (required unless --dry-run)",
-    )
-    parser.add_argument("--resume", action="store_true", help="continue from RESULTS_DIR/checkpoints/last.pt")
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="check the parameters (and the data, if there), print the model; no training",
-    )
-    parser.add_argument("--device", default="auto", help="auto (this rank's GPU, else the CPU), cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--dist-backend",
-        choices=distributed.BACKENDS,
-        help="nccl (default between GPUs) or gloo (CPU; two ranks on one GPU)",
-    )
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="parameter overrides, e.g. preset=demo lr=3e-4"
-    )
-    args = parser.parse_intermixed_args(argv)
-    if args.results_dir is None and not args.dry_run:
-        parser.error("--results-dir is required (unless --dry-run)")
-    return args
-
-
-def check_trainable(p: params.Params) -> None:
-    """ParamError for what params.py accepts but training cannot do: checked before any work.
-
-    (Preparing, say, 13 MFCCs is fine; the reference's convolutions cannot take them.)
-    """
-    try:
-        conv_frequencies(p.n_features)
-    except ValueError as err:
-        knob = f"n_mfcc={p.n_mfcc}" if p.feature == "mfcc" else f"window_size={p.window_size}"
-        raise params.ParamError(f"{knob}: {err}") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -151,19 +100,20 @@ def make_optimizer(model: torch.nn.Module, p: params.Params) -> torch.optim.Opti
     return torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(p.momentum, 0.999), weight_decay=p.weight_decay)
 
 
-def build_trainer(p: params.Params, world: World, total_steps: int) -> Trainer:
-    """Model (on the device, DDP-wrapped for several ranks), optimiser and GradScaler, after probing
-    what the recurrent layers really compute in on this device (PrecisionError if they cannot).
-    Seeds every generator first thing after the probe, so the initial weights depend on p.seed only."""
+def build_trainer(
+    p: params.Params, world: World, total_steps: int, recurrent: precision.RecurrentKernel | None = None
+) -> Trainer:
+    """Model (on the device, DDP-wrapped for several ranks), optimiser and GradScaler. `recurrent`: what
+    preflight.check_device found (probed here when not given). Every generator is seeded after the
+    probe, so the initial weights depend on p.seed only."""
     precision.set_fp32_math(p.fp32_math)
-    recurrent = str(probe_recurrent_dtype(p, world.device)).removeprefix("torch.")
+    recurrent = recurrent or probe_recurrent(p, world.device)
     seed_everything(p.seed)
     model = DeepSpeech2(p).to(world.device)
     model.sync_batchnorm = world.sync_batchnorm
     ddp = distributed.wrap(model, world)
-    return Trainer(
-        p, world, model, ddp, make_optimizer(model, p), precision.grad_scaler(p.precision), total_steps, recurrent
-    )
+    optimizer, scaler = make_optimizer(model, p), precision.grad_scaler(p.precision)
+    return Trainer(p, world, model, ddp, optimizer, scaler, total_steps, recurrent)
 
 
 def learning_rate(p: params.Params, epoch: int, step: int, total_steps: int) -> float:
@@ -208,75 +158,47 @@ def micro_batch_loss(model: torch.nn.Module, batch: loader.Batch, p: params.Para
     return ctc_loss(log_probs, out_lengths, targets, batch.target_lengths)
 
 
-class RunningStats:
-    """BatchNorm running statistics of one optimiser step, made independent of how it is split.
-
-    Every micro-batch updates the running means/variances from the same starting point and the step
-    keeps the mean of those updates over all micro-batches of all ranks. So one process with N
-    accumulation steps and N processes end the step with the same statistics, and all ranks hold
-    the same model (what they evaluate and what rank 0 checkpoints).
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        self.buffers = [t for name, t in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
-        self.start = [t.clone() for t in self.buffers]
-        self.sums = torch.zeros(sum(t.numel() for t in self.buffers), dtype=torch.float64, device=self.start[0].device)
-
-    def before_forward(self) -> None:
-        self.restore()
-
-    def after_forward(self) -> None:
-        self.sums += torch.cat([t.flatten() for t in self.buffers]).double()
-
-    def restore(self) -> None:
-        for t, t0 in zip(self.buffers, self.start):
-            t.copy_(t0)
-
-    @torch.no_grad()
-    def finish(self, sums: torch.Tensor, forwards: int) -> None:
-        """Set the statistics to the mean update: `sums` over all ranks' `forwards` micro-batches."""
-        if forwards == 0:
-            return self.restore()
-        for t, total in zip(self.buffers, torch.split(sums / forwards, [t.numel() for t in self.buffers])):
-            t.copy_(total.view_as(t))
-
-
-def train_step(trainer: Trainer, micro_batches: list[loader.Batch], global_count: int) -> StepResult:
-    """One optimiser step over this rank's micro-batches of a global batch of global_count utterances.
-
-    Each micro-batch back-propagates its summed CTC / global_count, so the accumulated gradients,
-    summed over ranks by DDP, are those of the mean loss of the global batch. The step is skipped (no
-    weight, optimiser state or BatchNorm statistic moves) if the global batch has no alignable
-    utterance or its loss or gradient norm is not finite anywhere. The host reads from the device once:
-    the step's summary (loss, counts, gradient norm), after one all-reduce.
-    """
-    p, world, optimizer, scaler = trainer.p, trainer.world, trainer.optimizer, trainer.scaler
-    optimizer.zero_grad(set_to_none=True)
-    stats = RunningStats(trainer.model)
+def backward_micro_batches(trainer: Trainer, micro_batches: list[loader.Batch], global_count: int, stats) -> list:
+    """Back-propagate each micro-batch's summed CTC / global_count (gradients accumulate; DDP all-reduces
+    them in the last one's backward) -> [kept, dropped, forwards] and the loss sum (a device scalar)."""
+    world, scaler = trainer.world, trainer.scaler
     loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
     kept = dropped = forwards = 0
     for k, batch in enumerate(micro_batches):
         dropped += batch.dropped
         if len(batch) == 0 and not world.distributed:
             continue  # one process: nothing to do; several: every rank must take part (see micro_batch_loss)
-        last = k == len(micro_batches) - 1
         stats.before_forward()
-        # DDP all-reduces the gradients in the backward pass of the last micro-batch only.
+        last = k == len(micro_batches) - 1
         with nullcontext() if last or not world.distributed else trainer.ddp.no_sync():
-            loss = micro_batch_loss(trainer.ddp, batch, p, world.device)
+            loss = micro_batch_loss(trainer.ddp, batch, trainer.p, world.device)
             scaled = loss / global_count
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if len(batch):
             stats.after_forward()
             kept, forwards = kept + len(batch), forwards + 1
         loss_sum += loss.detach().double()
+    return [kept, dropped, forwards], loss_sum
+
+
+def train_step(trainer: Trainer, micro_batches: list[loader.Batch], global_count: int) -> StepResult:
+    """One optimiser step over this rank's micro-batches of a global batch of global_count utterances.
+
+    The accumulated gradients, summed over ranks by DDP, are those of the mean loss of the global
+    batch. The step is skipped (no weight, optimiser state or BatchNorm statistic moves) if the global
+    batch has no alignable utterance or its loss or gradient norm is not finite anywhere. The host
+    reads from the device once: the step's summary (loss, counts, gradient norm), after one all-reduce.
+    """
+    p, optimizer, scaler = trainer.p, trainer.optimizer, trainer.scaler
+    optimizer.zero_grad(set_to_none=True)
+    stats = RunningStats(trainer.model)
+    counts, loss_sum = backward_micro_batches(trainer, micro_batches, global_count, stats)
     if scaler is not None:
         scaler.unscale_(optimizer)
     # clip_grad_norm_ returns the norm before clipping; inf (no clipping) still measures it.
     norm = torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), p.max_norm if p.max_norm > 0 else math.inf)
-    counts = torch.tensor([kept, dropped, forwards], dtype=torch.float64)
-    summary = torch.cat([counts.to(world.device, non_blocking=True), loss_sum.view(1), stats.sums])
-    distributed.all_reduce_(summary, world)
+    counts = torch.tensor(counts, dtype=torch.float64).to(trainer.world.device, non_blocking=True)
+    summary = distributed.all_reduce_(torch.cat([counts, loss_sum.view(1), stats.sums]), trainer.world)
     kept, dropped, forwards, loss_total, norm_value = torch.cat([summary[:4], norm.double().view(1)]).tolist()
     step = kept > 0 and math.isfinite(loss_total) and math.isfinite(norm_value)
     if step:
@@ -287,141 +209,62 @@ def train_step(trainer: Trainer, micro_batches: list[loader.Batch], global_count
         stats.restore()
     if scaler is not None:
         scaler.update()  # lowers the scale after a non-finite gradient
-    return StepResult(loss_total, int(dropped), not step)
+    return StepResult(loss_total, int(dropped), not step, norm_value)
 
 
-# ---------------------------------------------------------------- epochs
+# ---------------------------------------------------------------- one epoch
 
 
-def train_epoch(trainer: Trainer, state: RunState, split: loader.Split, data_loader, epoch: int) -> dict:
-    """One pass over the training set in (optionally shuffled) length-ordered batches -> epoch stats."""
-    p, world = trainer.p, trainer.world
-    batches = loader.global_batches(len(split), p.batch_size, p.shuffle_batches, p.seed, epoch)
-    accumulation = p.accumulation_steps(world.size)
-    mine = [loader.micro_batches(b, world.size, accumulation, world.rank) for b in batches]
-    data_loader.batch_sampler.set([m for step in mine for m in step], epoch)
-    data = iter(data_loader)
+def train_epoch(trainer: Trainer, state: RunState, batches: loader.TrainingBatches, epoch: int, board) -> EpochTraining:
+    """One pass over the training set (optionally shuffled length-ordered batches); every step's
+    loss, learning rate, gradient norm and throughput go to TensorBoard."""
+    p, world, durations = trainer.p, trainer.world, batches.split.manifest.duration
     trainer.ddp.train()
     losses, skipped, dropped, utterances, audio_s = [], 0, 0, 0, 0.0
-    start = time.perf_counter()
-    bar = progress_bar(total=len(batches), desc=f"epoch {epoch + 1}/{p.epochs}", unit="step", disable=not world.main)
-    lr = learning_rate(p, epoch, state.step, trainer.total_steps)
-    for i, (global_batch, micro_indices) in enumerate(zip(batches, mine)):
-        lr = learning_rate(p, epoch, state.step + i, trainer.total_steps)
+    bar = progress_bar(total=batches.steps(), desc=f"epoch {epoch + 1}/{p.epochs}", unit="step", disable=not world.main)
+    lr, start = learning_rate(p, epoch, state.step, trainer.total_steps), time.perf_counter()
+    last = start
+    for global_batch, micro in batches.epoch(epoch):
+        lr = learning_rate(p, epoch, state.step, trainer.total_steps)
         for group in trainer.optimizer.param_groups:
             group["lr"] = lr
-        result = train_step(trainer, [next(data) for _ in micro_indices], len(global_batch))
-        dropped += result.dropped
-        skipped += result.skipped
-        if not result.skipped:
-            losses.append(result.loss_sum / len(global_batch))
-        utterances += len(global_batch)
-        audio_s += float(split.manifest.duration[global_batch].sum())
-        elapsed = time.perf_counter() - start
-        bar.set_postfix(
-            loss=f"{losses[-1]:.2f}" if losses else "-",
-            utt_s=f"{utterances / elapsed:.1f}",
-            audio_s_s=f"{audio_s / elapsed:.1f}",
-            skipped=skipped,
-            dropped=dropped,
-            refresh=False,
-        )
+        result = train_step(trainer, micro, len(global_batch))
+        loss = result.loss_sum / len(global_batch)
+        skipped, dropped = skipped + result.skipped, dropped + result.dropped
+        losses += [] if result.skipped else [loss]
+        utterances, audio_s = utterances + len(global_batch), audio_s + float(durations[global_batch].sum())
+        now = time.perf_counter()
+        step_scalars = {
+            "train/lr": lr,
+            "train/grad_norm": result.grad_norm,
+            "train/utt_per_s": len(global_batch) / (now - last),
+        }
+        board.scalars(state.step, step_scalars | ({} if result.skipped else {"train/loss": loss}))
+        state.step, last = state.step + 1, now
+        bar.set_postfix(loss=f"{loss:.2f}", utt_s=f"{utterances / (now - start):.1f}", skipped=skipped, refresh=False)
         bar.update()
     bar.close()
     seconds = time.perf_counter() - start
-    state.step += len(batches)
-    return {
-        "train_loss": float(np.mean(losses)) if losses else float("nan"),
-        "lr": lr,
-        "seconds": seconds,
-        "utt_per_s": utterances / seconds,
-        "audio_s_per_s": audio_s / seconds,
-        "skipped_steps": skipped,
-        "dropped_utterances": dropped,
-    }
-
-
-# ---------------------------------------------------------------- memory
-
-
-def largest_micro_batch(split: loader.Split, p: params.Params, world: World) -> tuple[int, int]:
-    """(utterances, frames of the longest) of the micro-batch of this run with the most padded frames.
-
-    Manifests are in ascending duration and batches are contiguous runs of them, so each
-    micro-batch's longest utterance is its last; shuffling changes only the order of the batches.
-    With tempo perturbation an utterance may grow by 1 / tempo_low.
-    """
-    frames = split.manifest.frames
-    best = (0, 0)
-    for global_batch in loader.global_batches(len(split), p.batch_size, False, p.seed, 0):
-        for part in loader.split_evenly(global_batch, world.size * p.accumulation_steps(world.size)):
-            if part and len(part) * int(frames[part[-1]]) > best[0] * best[1]:
-                best = (len(part), int(frames[part[-1]]))
-    stretch = 1.0 / p.tempo_low if p.tempo_perturb and p.tempo_low < 1 else 1.0
-    return best[0], math.ceil(best[1] * stretch)
-
-
-def check_memory(trainer: Trainer, split: loader.Split) -> dict:
-    """One forward and backward of the largest micro-batch the run will see, with room for the
-    optimiser's state, before the clock starts: an out-of-memory hours into epoch 1 (where the
-    longest utterances are) becomes an error now, naming the knobs that size it.
-
-    Leaves the model, gradients, BatchNorm statistics and optimiser untouched. Returns the figures
-    (peak_bytes on CUDA only). The trainer runs it on CUDA; on a CPU there is no device memory to run out of.
-    """
-    p, world = trainer.p, trainer.world
-    cuda = world.device.type == "cuda"
-    n, frames = largest_micro_batch(split, p, world)
-    seconds = round((frames - 1) * p.hop_length / p.sample_rate, 2)
-    stats = RunningStats(trainer.model)
-    state_bytes = sum(t.numel() * t.element_size() for t in trainer.model.parameters())
-    state_bytes *= 2 if p.optimizer == "adamw" else 1  # AdamW: two moments; SGD: the momentum buffer
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(world.device)
-    try:
-        optimizer_state = torch.empty(state_bytes, dtype=torch.uint8, device=world.device)
-        batch = loader.Batch.synthetic(n, p.n_features, frames, torch.Generator().manual_seed(p.seed))
-        trainer.model.train()
-        micro_batch_loss(trainer.model, batch, p, world.device).backward()
-        if cuda:
-            torch.cuda.synchronize(world.device)
-        del optimizer_state
-    except torch.OutOfMemoryError:
-        raise TrainError(
-            f"out of memory on {world.device} with the longest micro-batch of this run: {n} utterances of up to "
-            f"{seconds} s ({frames} frames), from batch_size={p.batch_size} over {world.size} process(es) x "
-            f"{p.accumulation_steps(world.size)} accumulation steps (gradient_accumulation_steps="
-            f"{p.gradient_accumulation_steps}, micro_batch_size={p.micro_batch_size}) and "
-            f"max_duration={p.max_duration:g}; "
-            "raise gradient_accumulation_steps (or lower micro_batch_size), lower batch_size or set max_duration "
-            "(README: memory guidance)"
-        ) from None
-    finally:
-        trainer.optimizer.zero_grad(set_to_none=True)
-        stats.restore()
-        if cuda:
-            torch.cuda.empty_cache()
-    peak = torch.cuda.max_memory_allocated(world.device) if cuda else None
-    return {"utterances": n, "frames": frames, "seconds": seconds, "peak_bytes": peak}
+    mean_loss = float(np.mean(losses)) if losses else float("nan")
+    return EpochTraining(mean_loss, lr, seconds, utterances / seconds, audio_s / seconds, skipped, dropped)
 
 
 # ---------------------------------------------------------------- the run
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return exit_status.run(lambda: train(args))
+    return exit_status.run(lambda: train(parse_trainer_args(argv)))
 
 
-def train(args: argparse.Namespace) -> ExitStatus:
+def train(run: RunOptions, checked: preflight.Checked | None = None) -> ExitStatus:
+    """The run: its checks (unless the launcher made them: `checked`), then a dry run or the timed run."""
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", CUDA_ALLOC_CONF)
-    p = params.parse(args.overrides)
-    check_trainable(p)
-    world = distributed.init(args.device, args.dist_backend)
+    preflight.check_trainable(run.params)  # before joining any process group
+    world = distributed.init(run.device, run.dist_backend, run.params.dist_timeout_s)
     completed = False
     try:
-        precision.check(p.precision, world.device)
-        status = dry_run(args, p, world) if args.dry_run else fit(args, p, world)
+        checked = checked or preflight.check_run(run, world.device, main=world.main)
+        status = preflight.dry_run(run, world, checked) if run.dry_run else fit(run, world, checked)
         completed = True
     finally:
         distributed.finish(world, completed)
@@ -430,186 +273,113 @@ def train(args: argparse.Namespace) -> ExitStatus:
     return status
 
 
-def dry_run(args, p: params.Params, world: World) -> ExitStatus:
-    """Print the model and check the parameters; check the data only where there is some."""
-    say = print if world.main else (lambda *a, **k: None)
-    model = DeepSpeech2(p)
-    say(model)
-    say(f"Number of parameters: {sum(t.numel() for t in model.parameters()):,}")
-    precision.set_fp32_math(p.fp32_math)
-    recurrent = str(probe_recurrent_dtype(p, world.device)).removeprefix("torch.")
-    say(
-        f"Device: {world.device}, world size {world.size}; precision {p.precision}: recurrent layers compute in "
-        f"{recurrent}, fp32 math {p.fp32_math}"
-    )
-    if not args.data_dir.exists():
-        say(f"No prepared dataset at {args.data_dir}: data not checked (./download_dataset.sh prepares it).")
-    else:
-        loader.check_features(args.data_dir, p)
-        train_split = loader.open_split(args.data_dir, p.train_manifest, p.max_duration)
-        val_split = loader.open_split(args.data_dir, p.val_manifest)
-        say(
-            f"Training utterances: {len(train_split):,} ({p.train_manifest}); "
-            f"validation utterances: {len(val_split):,} ({p.val_manifest})"
-        )
-    say("Dry run: not training.")
-    return ExitStatus.OK
-
-
-def prepare_results_dir(args, world: World) -> Path:
-    """The results directory, created and writable, holding no other run unless --resume."""
-    results_dir, ckpt_dir = args.results_dir, checkpoint.checkpoint_dir(args.results_dir)
-    last = ckpt_dir / "last.pt"
-    if not args.resume and last.exists():
-        raise TrainError(f"{results_dir}: holds a run already ({last}); pass --resume or choose another --results-dir")
-    if world.main:
-        try:
-            results_dir.mkdir(parents=True, exist_ok=True)
-            probe = results_dir / f".write-test.{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as err:
-            raise TrainError(f"--results-dir: {exit_status.describe_os_error(err, results_dir)}") from None
-        checkpoint.remove_stale_temporaries(ckpt_dir)  # a killed run's half-written checkpoint
-    return results_dir
-
-
-def load_resume_state(args, p: params.Params) -> dict | None:
-    """The checkpoint a --resume continues, checked against p before anything is logged or written."""
-    if not args.resume:
-        return None
-    path = checkpoint.checkpoint_dir(args.results_dir) / "last.pt"
-    if not path.is_file():
-        raise TrainError(f"{path}: no checkpoint to resume from (run without --resume first)")
-    saved = checkpoint.load(path)
-    checkpoint.check_compatible(saved["params"], p, path)
-    return saved
-
-
-def fit(args, p: params.Params, world: World) -> ExitStatus:
-    """The data checked, then the timed run under a shared hold of the dataset directory's lock: a
-    download or preparation started on the same directory meanwhile stops at once, naming this run."""
-    loader.check_features(args.data_dir, p)  # before anything is created or logged
-    with DatasetDir(args.data_dir).lock(f"python -m pytorch.train (rank {world.rank})", shared=True):
-        return timed_run(args, p, world)
-
-
-def timed_run(args, p: params.Params, world: World) -> ExitStatus:
-    """Init (logged), then epochs of training and evaluation until the stop rule."""
-    say = print if world.main else (lambda *a, **k: None)
-    results_dir = prepare_results_dir(args, world)
-    saved = load_resume_state(args, p)
-    if saved is not None and _finished(RunState(**saved["progress"]), p):
-        state = RunState(**saved["progress"])
-        say(f"{results_dir}: the run already finished after {state.epoch} epochs; nothing to resume")
-        return ExitStatus.OK if state.reached(p.target_wer) else ExitStatus.TARGET_MISSED
-    log = MLPerfLog(results_dir, enabled=world.main, append=saved is not None)
+def fit(run: RunOptions, world: World, checked: preflight.Checked) -> ExitStatus:
+    """The timed run under a shared hold of the dataset directory's lock (a download or preparation
+    started on it meanwhile stops at once, naming this run), its MLPerf log and TensorBoard files open."""
+    p, saved = run.params, checked.resume_from
+    if saved is not None and RunState.from_dict(saved["progress"]).finished(p):
+        state = RunState.from_dict(saved["progress"])
+        world.say(f"{run.results_dir}: the run already finished after {state.epoch} epochs; nothing to resume")
+        return results.exit_status_of(results.status_of(state.reached(p.target_wer)))
+    lock = DatasetDir(run.data_dir).lock(f"python -m pytorch.train (rank {world.rank})", shared=True)
+    log = MLPerfLog(run.results_dir, enabled=world.main, append=saved is not None)
+    board = tensorboard.EventWriter(run.results_dir / tensorboard.DIRECTORY, enabled=world.main)
     try:
-        log.event("cache_clear", True)
-        log.start("init_start")
-        train_split = loader.open_training_split(args.data_dir, p)  # augmented as p says; val never is
-        val_split = loader.open_split(args.data_dir, p.val_manifest)
-        steps_per_epoch = len(loader.global_batches(len(train_split), p.batch_size, False, p.seed, 0))
-        trainer = build_trainer(p, world, steps_per_epoch * p.epochs)
-        state = RunState()
-        if saved is not None:
-            state = RunState(**checkpoint.restore(saved, trainer.model, trainer.optimizer, trainer.scaler))
-            state.resumed += 1
-            say(f"Resumed from {checkpoint.checkpoint_dir(results_dir) / 'last.pt'} after epoch {state.epoch}")
-        say(
-            f"Training utterances: {len(train_split):,}; validation utterances: {len(val_split):,}; "
-            f"recurrent layers compute in {trainer.recurrent_dtype}"
-        )
-        memory = check_memory(trainer, train_split) if world.device.type == "cuda" else None
-        if memory:
-            say(
-                f"Longest micro-batch ({memory['utterances']} x {memory['seconds']} s): peak "
-                f"{memory['peak_bytes'] / 2**30:.1f} GiB of GPU memory"
-            )
-        log.hyperparameters(p, len(train_split), len(val_split), p.accumulation_steps(world.size))
-        log.event("recurrent_dtype", trainer.recurrent_dtype)  # what the GRUs really compute in
-        if world.main:
-            results.write_params(results_dir, p.to_dict())
-        log.end("init_stop")
-        log.start("run_start")
-        return run_epochs(trainer, state, (train_split, val_split), log, results_dir)
+        with lock:
+            return timed_run(run, world, checked, log, board)
     finally:
         log.close()
+        board.close()
 
 
-def _finished(state: RunState, p: params.Params) -> bool:
-    return state.reached(p.target_wer) or state.epoch >= p.epochs
+def timed_run(run: RunOptions, world: World, checked: preflight.Checked, log: MLPerfLog, board) -> ExitStatus:
+    """Init (logged: the splits, the model, a resumed state, the memory check), then the clock runs:
+    epochs of training and evaluation until the stop rule."""
+    p = run.params
+    log.event("cache_clear", True)
+    log.start("init_start")
+    train_split = loader.open_training_split(run.data_dir, p)  # augmented as p says; validation never is
+    val_split = loader.open_split(run.data_dir, p.val_manifest)
+    batches = loader.TrainingBatches(train_split, p, world)
+    trainer = build_trainer(p, world, batches.steps() * p.epochs, checked.recurrent)
+    state = RunState()
+    if checked.resume_from is not None:
+        state = checkpoint.restore(checked.resume_from, trainer.model, trainer.optimizer, trainer.scaler)
+        state.resumed += 1
+        world.say(f"Resumed from {checkpoint.last_path(run.results_dir)} after epoch {state.epoch}")
+    world.say(
+        f"Training utterances: {len(train_split):,}; validation utterances: {len(val_split):,}; "
+        f"recurrent layers compute in {trainer.recurrent.dtype} on the {trainer.recurrent.kernel} kernel"
+    )
+    if world.device.type == "cuda":  # a CPU has no device memory to run out of
+        loss_of = lambda batch: micro_batch_loss(trainer.model, batch, p, world.device)  # noqa: E731
+        fits = memory.check(trainer.model, trainer.optimizer, train_split, p, world, loss_of)
+        world.say(f"Longest micro-batch ({fits.utterances} x {fits.seconds} s): peak {fits.peak_bytes / 2**30:.1f} GiB")
+    log.hyperparameters(p, len(train_split), len(val_split), p.accumulation_steps(world.size))
+    log.event("recurrent_dtype", trainer.recurrent.dtype)  # what the GRUs really compute in,
+    log.event("recurrent_kernel", trainer.recurrent.kernel)  # and which kernel computes them
+    if world.main:
+        results.write_params(run.results_dir, p.to_dict())
+    log.end("init_stop")
+    log.start("run_start")
+    val_loader = loader.evaluation_loader(val_split, p, world)
+    return run_epochs(trainer, state, batches, val_loader, log, board, run)
 
 
-def run_epochs(trainer: Trainer, state: RunState, splits, log: MLPerfLog, results_dir: Path) -> ExitStatus:
-    """Epochs from state.epoch until the target is met or p.epochs are done; run_stop when the clock stops."""
+def run_epochs(trainer: Trainer, state: RunState, batches, val_loader, log: MLPerfLog, board, run) -> ExitStatus:
+    """Train and evaluate epoch after epoch from state.epoch until the stop rule; run_stop is logged
+    when the clock stops, before any saving."""
     p, world = trainer.p, trainer.world
-    say = print if world.main else (lambda *a, **k: None)
-    train_split, val_split = splits
-    run_start = time.time()
-    pin = world.device.type == "cuda"
-    train_loader = loader.make_loader(train_split.dataset, [], p.num_workers, pin, training=True)
-    # Validation in batches of the training micro-batch's size (the batch size changes no result: the
-    # model is padding-blind).
-    val_batches = loader.global_batches(len(val_split), p.micro_batch(world.size), False, p.seed, 0)
-    val_batches = val_batches[world.rank :: world.size]
-    val_loader = loader.make_loader(val_split.dataset, val_batches, p.num_workers, pin)
-    stop_time = None
+    run_start, stop_time = time.time(), None
     for epoch in range(state.epoch, p.epochs):
         log.start("epoch_start", metadata={"epoch_num": epoch + 1})
-        stats = train_epoch(trainer, state, train_split, train_loader, epoch)
+        training = train_epoch(trainer, state, batches, epoch, board)
         log.end("epoch_stop", metadata={"epoch_num": epoch + 1})
         log.start("eval_start", metadata={"epoch_num": epoch + 1})
         counts, predictions = inference.evaluate(trainer.model, val_loader, world)
         log.end("eval_stop", metadata={"epoch_num": epoch + 1})
         log.event("eval_accuracy", counts.wer, metadata={"epoch_num": epoch + 1})
-        state.epoch = epoch + 1
-        state.metrics.append(
-            {
-                "epoch": epoch + 1,
-                **stats,
-                "wer": counts.wer,
-                "wer_per_utterance_mean": counts.wer_per_utterance_mean,
-                "cer": counts.cer,
-            }
+        metrics = results.EpochMetrics(
+            epoch + 1,
+            wer=counts.wer,
+            wer_per_utterance_mean=counts.wer_per_utterance_mean,
+            cer=counts.cer,
+            **asdict(training),
         )
-        say(
-            f"epoch {epoch + 1}: train loss {stats['train_loss']:.3f}, WER {counts.wer:.2f}% (per-utterance mean "
-            f"{counts.wer_per_utterance_mean:.2f}%), CER {counts.cer:.2f}%, {stats['utt_per_s']:.1f} utt/s, "
-            f"{stats['skipped_steps']} skipped steps, {stats['dropped_utterances']} dropped utterances"
+        state.epoch, state.metrics = epoch + 1, [*state.metrics, metrics]
+        board.scalars(
+            state.step, {"val/wer": counts.wer, "val/cer": counts.cer, "train/epoch_loss": training.train_loss}
         )
-        if _finished(state, p):
-            # The clock stops when the target is met (or the last epoch is done), before any saving.
-            log.end("run_stop", metadata={"status": "success" if state.reached(p.target_wer) else "aborted"})
+        world.say(metrics.summary())
+        if state.finished(p):
+            log.end("run_stop", metadata={"status": results.status_of(state.reached(p.target_wer))})
             stop_time = time.time()
         if world.main:
-            save_epoch(trainer, state, predictions, results_dir, (stop_time or time.time()) - run_start)
+            save_epoch(trainer, state, predictions, run.results_dir, (stop_time or time.time()) - run_start)
         if stop_time is not None:
             break
-    status = "success" if state.reached(p.target_wer) else "aborted"
+    status = results.status_of(state.reached(p.target_wer))
     seconds = state.train_seconds + stop_time - run_start
     if world.main:
-        computed = {"precision": p.precision, "recurrent_dtype": trainer.recurrent_dtype, "fp32_math": p.fp32_math}
+        computed = {"precision": p.precision, "fp32_math": p.fp32_math}
+        computed |= {"recurrent_dtype": trainer.recurrent.dtype, "recurrent_kernel": trainer.recurrent.kernel}
         outcome = results.RunOutcome(status, state.metrics, seconds, state.resumed, computed)
-        results.write_result(results_dir, outcome, p.to_dict())
-        say(f"Run {status}: {len(state.metrics)} epochs, {seconds:.1f} s to train; results in {results_dir}")
-    return ExitStatus.OK if status == "success" else ExitStatus.TARGET_MISSED
+        results.write_result(run.results_dir, outcome, p.to_dict())
+    world.say(f"Run {status}: {len(state.metrics)} epochs, {seconds:.1f} s to train; results in {run.results_dir}")
+    return results.exit_status_of(status)
 
 
-def save_epoch(trainer: Trainer, state: RunState, predictions, results_dir: Path, seconds_this_run: float) -> None:
-    """After an epoch (rank 0): checkpoints, metrics.jsonl, predictions, curves."""
-    wer = state.metrics[-1]["wer"]
-    is_best = state.best_wer is None or wer < state.best_wer
+def save_epoch(trainer: Trainer, state: RunState, predictions, results_dir, seconds_this_run: float) -> None:
+    """After an epoch (rank 0): checkpoints (last, and best by WER), metrics.jsonl, predictions, curves."""
+    is_best = state.best_wer is None or state.metrics[-1].wer < state.best_wer
+    state.best_wer = state.metrics[-1].wer if is_best else state.best_wer
+    saved = RunState(**vars(state) | {"train_seconds": state.train_seconds + seconds_this_run})
+    last = checkpoint.last_path(results_dir)
+    checkpoint.save(last, checkpoint.snapshot(trainer.model, trainer.optimizer, trainer.scaler, trainer.p, saved))
     if is_best:
-        state.best_wer = wer
-    saved = asdict(state) | {"train_seconds": state.train_seconds + seconds_this_run}
-    ckpt_dir = checkpoint.checkpoint_dir(results_dir)
-    snapshot = checkpoint.snapshot(trainer.model, trainer.optimizer, trainer.scaler, trainer.p, saved)
-    checkpoint.save(ckpt_dir / "last.pt", snapshot)
-    if is_best:
-        checkpoint.link_or_copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
+        checkpoint.link_or_copy(last, last.with_name("best.pt"))
     results.write_metrics(results_dir, state.metrics)
-    results.write_predictions(results_dir, state.metrics[-1]["epoch"], predictions)
+    results.write_predictions(results_dir, state.metrics[-1].epoch, predictions)
     results.plot_curves(results_dir, state.metrics, trainer.p.target_wer)
 
 

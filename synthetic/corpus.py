@@ -31,6 +31,7 @@ import numpy as np
 import soundfile
 import soxr
 
+import exit_status
 from data.files import replacing, write_atomically
 from data.librispeech import SAMPLE_RATE, SUBSETS, archive_name
 from data.progress import progress_bar
@@ -53,8 +54,9 @@ MTIME = 1_400_000_000  # fixed member time (2014, like LibriSpeech) so the md5 d
 GZIP_LEVEL = 1  # FLAC barely compresses further; a higher level only costs time
 
 
-class SynthesisError(RuntimeError):
-    """espeak-ng (the espeakng-loader wheel) is missing or failed, or the request is malformed."""
+class SynthesisError(exit_status.Failure):
+    """espeak-ng (the espeakng-loader wheel) is missing or failed, or the request is malformed; the
+    message names the utterance, subset or parameter."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def speak(batch: list[Utterance]) -> list[np.ndarray]:
         check=False,
     )
     if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip()
+        message = done.stderr.decode(errors="replace").strip().removeprefix("error: ")  # its exit_status line
         raise SynthesisError(f"espeak-ng failed (exit {done.returncode}): {message}")
     return [_to_16k_int16(samples) for samples in _decoded(done.stdout, len(batch))]
 
@@ -349,13 +351,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=_non_negative, default=1, help="seed of sentences, voices and ids (default 1)")
     parser.add_argument("--jobs", type=_positive, default=2, help="espeak-ng worker processes (default 2)")
     args = parser.parse_args(argv)
-    try:
-        for path in synthesize(args.out, args.subsets, args.seed, args.jobs):
-            print(path)
-    except SynthesisError as err:
-        print(f"synthesize: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status.run(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> None:
+    for path in synthesize(args.out, args.subsets, args.seed, args.jobs):
+        print(path)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ No system package is involved, so a corpus is the same bytes on every machine wi
 `python -m synthetic.espeak` (run by synthetic.corpus, one process per batch of utterances) reads a
 JSON list of {"id", "text", "voice", "speed", "pitch"} on stdin and writes, for each request in
 order, a little-endian uint32 sample count then that many little-endian int16 samples at
-SAMPLE_RATE to stdout. On a failure it names the utterance on stderr and exits 1.
+SAMPLE_RATE to stdout. On a failure it names the utterance in one `error:` line on stderr and exits 1
+(exit_status).
 
 Why a process of its own that forks once per utterance: libespeak-ng keeps state across utterances
 that no API call resets (the pitch-flutter phase is a function-local static of wavegen.c, and
@@ -12,8 +13,8 @@ espeak_Initialize seeds its noise generator from the clock), so the same request
 after other requests, even after espeak_Terminate. Each utterance is synthesised in a child forked
 from a process that has initialised the library and synthesised nothing, with the noise seed fixed:
 its samples then depend on the request alone, not on the batch or the worker that rendered it. This
-module imports only the standard library and the wheel (no numpy and its thread pool), so the
-process has one thread when it forks.
+module imports only the standard library, exit_status and the wheel (no numpy and its thread
+pool), so the process has one thread when it forks.
 """
 
 import ctypes
@@ -21,6 +22,8 @@ import json
 import os
 import struct
 import sys
+
+import exit_status
 
 SAMPLE_RATE = 22_050  # libespeak-ng's output rate
 # speak_lib.h / espeak_ng.h constants
@@ -33,8 +36,8 @@ NOISE_SEED = 1  # what `espeak-ng --deterministic` uses
 SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
-class EspeakError(RuntimeError):
-    """The wheel is missing, or libespeak-ng refused a voice or a text."""
+class EspeakError(exit_status.Failure):
+    """The wheel is missing, or libespeak-ng refused a voice or a text; the message names the utterance."""
 
 
 def load() -> ctypes.CDLL:
@@ -100,40 +103,43 @@ def encoded(samples: bytes) -> bytes:
     return struct.pack("<I", len(samples) // 2) + samples
 
 
-def synthesize_in_child(lib: ctypes.CDLL, request: dict) -> int:
-    """Fork; the child synthesises one request onto stdout and exits. Returns the child's exit code."""
+def synthesize_in_child(lib: ctypes.CDLL, request: dict) -> None:
+    """Fork; the child synthesises one request onto stdout and exits. EspeakError (with the child's
+    words, which it sends back through a pipe) if it fails."""
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(read_end)
         code = 0
         try:
             payload = encoded(synthesize(lib, request))
             with os.fdopen(1, "wb", closefd=False) as out:
                 out.write(payload)
-        except EspeakError as err:
-            print(f"utterance {request.get('id')}: {err}", file=sys.stderr, flush=True)
-            code = 1
         except BaseException as err:  # a child must never return into the parent's loop
-            print(f"utterance {request.get('id')}: {err!r}", file=sys.stderr, flush=True)
+            os.write(write_end, (str(err) if isinstance(err, EspeakError) else repr(err)).encode()[:4096])
             code = 1
         os._exit(code)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as words:
+        why = words.read().decode(errors="replace")  # until the child exits: the pipe's end closes then
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code != 0:
+        raise EspeakError(f"utterance {request.get('id')}: {why or f'synthesis exited with status {code}'}")
 
 
 def main() -> int:
+    return exit_status.run(_main)
+
+
+def _main() -> None:
     requests = json.load(sys.stdin)
-    try:
-        lib = load()
-    except EspeakError as err:
-        print(err, file=sys.stderr)
-        return 1
+    lib = load()
     for request in requests:
         # Loading a voice (its dictionary, phoneme tables) is most of a child's work: done here once,
         # the children of a batch of one speaker's utterances share it. Selecting a voice synthesises
         # nothing, so the state a child starts from is still a function of its own voice only.
         lib.espeak_SetVoiceByName(request["voice"].encode())
-        if synthesize_in_child(lib, request) != 0:
-            return 1
-    return 0
+        synthesize_in_child(lib, request)
 
 
 if __name__ == "__main__":

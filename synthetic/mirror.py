@@ -27,6 +27,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import exit_status
 from data.files import write_atomically
 
 CHUNK = 64 * 1024
@@ -274,6 +275,10 @@ class Mirror:
         self.stop()
 
 
+class MirrorError(exit_status.Failure):
+    """The mirror cannot serve what it was asked to; the message names the root and address."""
+
+
 def _raise_exit(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -295,11 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.throttle is not None and not args.throttle > 0:
         parser.error(f"--throttle {args.throttle}: must be a positive number of bytes per second")
+    return exit_status.run(lambda: _serve(args))
+
+
+def _serve(args: argparse.Namespace) -> None:
     try:
         mirror = Mirror(args.root, args.host, args.port, verbose=args.verbose, throttle=args.throttle)
-    except OSError as err:
-        print(f"error: cannot serve {args.root} on {args.host}:{args.port}: {err}", file=sys.stderr)
-        return 1
+    except OSError as err:  # no such root, a port in use: named with what was asked
+        raise MirrorError(f"cannot serve --root {args.root} on {args.host}:{args.port}: {err}") from None
     signal.signal(signal.SIGTERM, _raise_exit)
     if args.port_file:
         write_atomically(Path(args.port_file), f"{mirror.port}\n")
@@ -313,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.port_file:
             Path(args.port_file).unlink(missing_ok=True)
-    return 0
 
 
 if __name__ == "__main__":

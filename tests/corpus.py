@@ -1,5 +1,6 @@
 """Tiny extracted LibriSpeech-format trees for tests: tone + noise FLACs, trans.txt files and the
-.state markers download would have written; and a way to run a command that file permissions stop."""
+.state markers download would have written; manifest rows; and a way to run a command that file
+permissions stop."""
 
 import hashlib
 import os
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+from data.manifest import make_row
 
 WORDS = ("THE", "CAT", "SAT", "ON", "A", "MAT", "IT'S", "GOOD", "DAY", "NORTHANGER", "ABBEY")
 
@@ -70,3 +73,20 @@ def unprivileged(argv: list[str]) -> list[str]:
         pytest.skip("running as root without setpriv: cannot make a file unreadable to the command")
     caps = "-dac_override,-dac_read_search"
     return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *argv]
+
+
+def manifest_row(i: int, **changes) -> dict:
+    """The i-th of a run of valid manifest rows (ascending duration, three shards), with `changes`."""
+    return (
+        make_row(
+            f"1-2-{i:04d}",
+            "dev",
+            0.5 + i / 100,
+            40 + i,
+            "A CAT",
+            f"LibriSpeech/dev/1/2/1-2-{i:04d}.flac",
+            f"features/dev/1-{i % 3}.npy",
+            7 * i,
+        )
+        | changes
+    )

@@ -11,7 +11,7 @@ import torch
 import params
 from data.features import extract
 from exit_status import ExitStatus
-from pytorch import augment, distributed, evaluate, inference, loader, train
+from pytorch import augment, distributed, evaluate, inference, loader, memory, train
 from tests import corpus, trainer_fixtures
 
 ALL_ON = ["preset=tiny", "tempo_perturb=true", "gain_perturb=true", "spec_augment=true"]
@@ -69,7 +69,7 @@ def test_stretched_frames_never_exceed_what_the_memory_check_sizes(data_dir):
         assert augment.stretched_frames(frames, 1.15) >= 1
     slowest = ["preset=tiny", "tempo_perturb=true", "tempo_low=0.8", "tempo_high=0.8", "batch_size=1"]
     split = training_split(data_dir, *slowest)
-    _, bound = train.largest_micro_batch(split, params.parse(slowest), distributed.single("cpu"))
+    _, bound = memory.largest_micro_batch(split, params.parse(slowest), distributed.single("cpu"))
     longest = max(f.shape[1] for f in all_features(split, 0).values())
     assert longest == round(int(split.manifest.frames.max()) / 0.8) and bound - 1 <= longest <= bound
 

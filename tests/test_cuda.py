@@ -1,8 +1,11 @@
-"""CUDA-only tests: what a GPU machine must prove that a CPU cannot. Skipped without a CUDA device.
+"""CUDA tests: what a GPU machine must prove that a CPU cannot. Skipped without a CUDA device.
 
-`make gpu-check` runs them on a GPU machine and puts the verdicts in its report. Every other test
-file either passes on a CUDA machine too or pins itself to the CPU, saying why (exact equality of
-two runs needs the CPU's determinism: CTC's backward on CUDA accumulates with atomics).
+Every CUDA test of the repository is here (tests/test_lint.py keeps it so), and `make gpu-check` runs
+this file on a GPU machine and puts the verdicts in its report. Those marked cuda(rehearse=True) are
+about the code around the kernels; `scripts/gpu-check.sh --rehearse` runs them on a CPU (conftest.py),
+so that a test which cannot pass is found before a GPU is. Every other test file either passes on a
+CUDA machine too or pins itself to the CPU, saying why (exact equality of two runs needs the CPU's
+determinism: CTC's backward on CUDA accumulates with atomics).
 """
 
 import json
@@ -12,17 +15,30 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import bench
+import data
 import params
+import presets
+import pytorch
+import synthetic
+from data.features import extract
 from pytorch import distributed, loader, precision, train
-from pytorch.model import DeepSpeech2, masked_batch_norm, probe_recurrent_dtype
+from pytorch.batchnorm import masked_batch_norm
+from pytorch.model import DeepSpeech2, probe_recurrent
 from tests import trainer_fixtures
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = pytest.mark.cuda
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["preset=tiny", "optimizer=adamw", "lr=1e-2", "target_wer=0"]
+# The project's own code: a warning from any other file (torch, even where torch is installed in the
+# repository's .venv) is not ours.
+OUR_CODE = [Path(m.__file__).parent for m in (bench, data, presets, pytorch, synthetic)] + [Path(params.__file__)]
+# A per-epoch schedule (as the CPU twin in tests/test_train.py): a run cut short by epochs=1 follows
+# the same learning rates as the first epoch of a 2-epoch run, which onecycle (sized by epochs) does not.
+TINY = ["preset=tiny", "optimizer=adamw", "lr=1e-2", "lr_schedule=anneal", "target_wer=0"]
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +52,22 @@ def true_fp32():
     torch.backends.cudnn.rnn.fp32_precision = before["cudnn_rnn"]
 
 
-@pytest.mark.parametrize("name, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
-def test_precision_probe_reports_what_the_gru_computes_in(name, dtype):
-    assert probe_recurrent_dtype(params.make({"precision": name}), torch.device("cuda")) == dtype
+@pytest.mark.parametrize("name", ["fp32", "bf16", "fp16"])
+def test_the_probe_observes_the_kernel_the_compiled_cudnn_predicts(name):
+    """The dtype the GRU computes in, and its kernel read off the autograd node, equal what torch's
+    compiled cuDNN version and this GPU predict (precision.expected_cuda_kernel)."""
+    found = probe_recurrent(params.make({"precision": name}), torch.device("cuda"))
+    dtype = precision.compute_dtype(name)
+    expected = precision.expected_cuda_kernel(
+        dtype, precision.cudnn_versions()["compiled"], torch.cuda.get_device_capability(), torch.backends.cudnn.enabled
+    )
+    assert found == precision.RecurrentKernel(str(dtype).removeprefix("torch."), expected, "cuda")
+
+
+def test_features_on_cuda_equal_the_cpu_features():
+    p = params.make()
+    y = torch.from_numpy(np.random.default_rng(0).uniform(-0.5, 0.5, 8000).astype(np.float32))
+    torch.testing.assert_close(extract(y.cuda(), p).cpu(), extract(y, p), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -85,15 +114,15 @@ def test_a_training_step_reads_from_the_device_once(tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
-    ours = [w for w in syncs if Path(w.filename).resolve().is_relative_to(REPO)]
+    ours = [w for w in syncs if any(Path(w.filename).resolve().is_relative_to(code) for code in OUR_CODE)]
     theirs = [w for w in syncs if w not in ours]
     assert len(ours) == 3, [(w.filename, w.lineno) for w in ours]
     allowed = ("functional.py", "graph.py", "_tensor.py", "__init__.py")  # F.ctc_loss; CTC's backward
     assert all(Path(w.filename).name in allowed for w in theirs), [(w.filename, w.lineno) for w in theirs]
 
 
-def _train(data, results_dir, *words, nproc=1, env_extra=None):
-    common = ["--data-dir", str(data), "--results-dir", str(results_dir), "--device", "cuda:0", *TINY, *words]
+def _train(data, results_dir, *words, nproc=1, env_extra=None, device="cuda:0"):
+    common = ["--data-dir", str(data), "--results-dir", str(results_dir), "--device", device, *TINY, *words]
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
     if nproc == 1:
         command = [sys.executable, "-m", "pytorch.train", *common]
@@ -121,10 +150,11 @@ def test_two_ranks_on_one_gpu_equal_one_rank(tmp_path):
         assert abs(b["wer"] - a["wer"]) <= 10.0
 
 
-def test_resume_on_cuda_continues_the_run(tmp_path):
+@pytest.mark.cuda(rehearse=True)
+def test_resume_on_cuda_continues_the_run(tmp_path, cuda_device):
     data = trainer_fixtures.write_dataset(tmp_path / "data")
-    whole = _train(data, tmp_path / "whole", "epochs=2")
-    _train(data, tmp_path / "split", "epochs=1")
-    split = _train(data, tmp_path / "split", "epochs=2", "--resume")
+    whole = _train(data, tmp_path / "whole", "epochs=2", device=cuda_device)
+    _train(data, tmp_path / "split", "epochs=1", device=cuda_device)
+    split = _train(data, tmp_path / "split", "epochs=2", "--resume", device=cuda_device)
     assert [m["epoch"] for m in split] == [1, 2]
     assert split[1]["train_loss"] == pytest.approx(whole[1]["train_loss"], rel=1e-3)

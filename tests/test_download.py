@@ -2,20 +2,20 @@
 
 import errno
 import hashlib
-import importlib.util
 import os
 import random
 import re
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from data import download
+from data import download, extract, fetch
 from data.dataset_dir import DatasetDir
 from synthetic import mirror as mirror_module
 from synthetic.mirror import Mirror
@@ -326,21 +326,25 @@ def test_4xx_answer_to_head_means_size_unknown(mirror, tmp_path, capsys, status)
     assert (tmp_path / ".state" / f"extract-{SUBSET}.done").is_file()
 
 
+class _StopAfter(threading.Event):
+    """A stop request that comes after `chunks` chunks were written (the main thread's Ctrl-C)."""
+
+    def __init__(self, chunks: int):
+        super().__init__()
+        self.chunks = chunks
+
+    def is_set(self) -> bool:
+        self.chunks -= 1
+        return self.chunks < 0
+
+
 def test_stop_request_leaves_a_resumable_part(mirror, tmp_path, monkeypatch):
     """What Ctrl-C does to a worker thread: it stops at the next chunk, keeping the .part."""
     cfg = download.Config(tmp_path, mirror.url, download.load_checksums(Path(mirror.root) / "md5sum.txt"))
-    monkeypatch.setattr(download, "CHUNK", 4096)
-    chunks = []
-    real = download._check_stop
-    monkeypatch.setattr(
-        download, "_check_stop", lambda: (chunks.append(1), len(chunks) > 2 and download._STOP.set(), real())
-    )
-    try:
-        with pytest.raises(download.Interrupted):
-            download.fetch_archive(cfg, SUBSET)
-    finally:
-        download._STOP.clear()
-        monkeypatch.undo()
+    monkeypatch.setattr(fetch, "CHUNK", 4096)
+    with pytest.raises(KeyboardInterrupt):
+        fetch.fetch(cfg.url(SUBSET), cfg.part(SUBSET), cfg.policy, SUBSET, stop=_StopAfter(2))
+    monkeypatch.undo()
     assert (tmp_path / "archives" / f"{SUBSET}.tar.gz.part").stat().st_size == 2 * 4096
     assert run(mirror, tmp_path) == 0
     assert gets(mirror)[-1].range == f"bytes={2 * 4096}-"
@@ -395,13 +399,6 @@ def test_wrapper_help_exits_zero():
     assert "$DS2_DATA_DIR if set, else LibriSpeech_dataset in the repository" in help_text
 
 
-E2E_MODULES = ("synthetic.corpus", "data.prepare", "data.verify")
-
-
-@pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in E2E_MODULES),
-    reason="needs synthetic.corpus, data.prepare and data.verify",
-)
 def test_end_to_end_synthesize_serve_download_verify(tmp_path):
     from synthetic.corpus import synthesize
 
@@ -504,9 +501,11 @@ def test_throttled_mirror_sends_at_its_rate(served):
 
 
 def test_extraction_dir_is_unique_to_the_run(mirror, tmp_path, monkeypatch):
-    targets, real = [], download.extract_checked
+    targets, real = [], extract.extract_checked
     monkeypatch.setattr(
-        download, "extract_checked", lambda cfg, s, target: real(cfg, s, targets.append(target) or target)
+        extract,
+        "extract_checked",
+        lambda archive, md5, target, stop: real(archive, md5, targets.append(target) or target),
     )
     assert run(mirror, tmp_path) == 0
     assert len(targets) == 1 and re.fullmatch(
@@ -564,7 +563,7 @@ def test_part_is_written_at_the_offset_its_md5_covers(mirror, tmp_path):
     (tmp_path / "archives").mkdir()
     part = tmp_path / "archives" / f"{SUBSET}.tar.gz.part"
     part.write_bytes(good[:1500])
-    transfer = download._Transfer(cfg, SUBSET, 0)
+    transfer = fetch.Transfer(cfg.url(SUBSET), part, cfg.policy, SUBSET)
     with part.open("ab") as other:
         other.write(b"another writer's bytes")
     assert transfer.attempt() == archive_md5(mirror)

@@ -1,6 +1,10 @@
 """bench/epoch_time.py on CPU with the tiny preset: the projection's arithmetic and its outputs."""
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +12,8 @@ import pytest
 import params
 from bench import epoch_time
 from tests import trainer_fixtures
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_librispeech_shaped_durations_have_its_size_total_and_tail():
@@ -37,7 +43,10 @@ def test_projection_on_cpu(tmp_path, capsys):
     kept = (epoch_time.librispeech_durations() <= params.make().max_duration).sum()  # the trainer's filter
     assert utterances == kept and 0.95 * 281_241 < kept < 281_241
     assert result["utt_per_s"] == pytest.approx(utterances / result["epoch_s"])
-    assert 0 < result["efficiency"] < 1 and result["recurrent_dtype"] == "float32"
+    assert 0 < result["efficiency"] < 1 and (result["recurrent_dtype"], result["recurrent_kernel"]) == (
+        "float32",
+        "native",
+    )
     assert "projected: one epoch" in capsys.readouterr().out
 
 
@@ -48,10 +57,38 @@ def test_real_durations_from_a_manifest(tmp_path, capsys):
     assert "durations: 24 utterances" in capsys.readouterr().out
 
 
-def test_sweep_covers_batch_sizes_and_precisions():
+def test_the_sweep_measures_the_default_recipe_first_then_the_2018_run():
     args = epoch_time.parse_args(["preset=tiny", "--sweep", "--device", "cpu"])
-    configs = [(p.batch_size, p.precision) for p in epoch_time.configurations(args)]
-    assert configs == [(b, x) for b in (8, 32, 128, 256) for x in ("fp32", "bf16")]
+    planned = epoch_time.configurations(args)
+    (label, first, world), (label_2018, second, world_2018) = planned[:2]
+    assert label.startswith("default recipe, bf16") and world == 8 and first.micro_batch(8) == 32
+    assert first.hidden_size == params.make({"preset": "tiny"}).hidden_size  # the command line's model
+    assert "2018" in label_2018 and (second.batch_size, second.precision, world_2018) == (8, "fp32", 1)
+    assert not second.bidirectional and second.optimizer == "sgd"
+    assert all(p.precision != "fp16" for _, p, _ in planned)  # fp16 needs CUDA
+    assert len(planned) == len(epoch_time.SWEEP) - 1
+    descriptions = [epoch_time.describe(p, w) for _, p, w in planned]
+    assert len(set(descriptions)) == len(descriptions)  # each configuration is named apart in the JSON
+
+
+def test_a_sweep_stopped_midway_keeps_what_it_measured(tmp_path):
+    """--json is rewritten after every configuration: a sweep stopped at its budget (here, killed as
+    soon as the first figures are written) leaves them, and names the configurations not reached."""
+    out = tmp_path / "sweep.json"
+    command = [sys.executable, "-m", "bench.epoch_time", "preset=tiny", "--sweep", "--buckets", "1", "--steps", "1"]
+    sweep = subprocess.Popen([*command, "--device", "cpu", "--json", str(out)], cwd=REPO, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() and time.monotonic() < deadline and sweep.poll() is None:
+            time.sleep(0.05)
+    finally:
+        sweep.kill()
+        sweep.wait()
+    figures = json.loads(out.read_text())
+    measured = [r["config"] for r in figures["results"]]
+    assert figures["results"][0]["label"].startswith("default recipe") and figures["results"][0]["epoch_s"] > 0
+    assert not figures["complete"] and figures["not_reached"]
+    assert measured + figures["not_reached"] == figures["planned"]
 
 
 def test_an_uneven_split_is_projected_as_the_trainer_runs_it(capsys):

@@ -101,10 +101,3 @@ def test_too_short_and_wrong_shape_are_named_errors():
         extract(torch.zeros(160), p)
     with pytest.raises(FeatureError, match="shape"):
         extract(torch.zeros(1, 1, 400), p)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_matches_cpu():
-    p = params.make()
-    y = torch.from_numpy(_waveform(8000))
-    torch.testing.assert_close(extract(y.cuda(), p).cpu(), extract(y, p), atol=1e-4, rtol=1e-4)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import params
-from data import dataset_dir, labels
-from data.dataset_dir import DatasetError, FeatureConfigError, ManifestError
+from data import labels
+from data.dataset_dir import DatasetError, FeatureConfigError
+from data.manifest import ManifestError, row_line
 from pytorch import loader
 from pytorch.loader import (
     Batch,
@@ -27,6 +28,7 @@ from pytorch.loader import (
     read_manifest,
 )
 from pytorch.model import output_lengths
+from tests.corpus import manifest_row as _row
 
 P = params.make({"window_size": 0.01})  # 81 bins
 TRANSCRIPTS = ["A CAT", "DOG'S DAY", "HI", "THE END OF IT"]
@@ -107,100 +109,6 @@ def test_check_features(data_dir):
         check_features(data_dir, P)
 
 
-def _row(i: int, **changes) -> dict:
-    return (
-        dataset_dir.make_row(
-            f"1-2-{i:04d}",
-            "dev",
-            0.5 + i / 100,
-            40 + i,
-            "A CAT",
-            f"LibriSpeech/dev/1/2/1-2-{i:04d}.flac",
-            f"features/dev/1-{i % 3}.npy",
-            7 * i,
-        )
-        | changes
-    )
-
-
-# Lines that row_line does not write (other key order, escapes, an extra key, an integer duration):
-# Manifest.read parses them one by one, the rest in bulk; both must give the rows json.loads gives.
-ODD_LINES = [
-    '{"offset": 3, "id": "1-2-9000", "subset": "dev", "duration": 1, "frames": 5, "transcript": "A\\u0020B",'
-    ' "audio": "LibriSpeech/dev/x.flac", "features": "features/dev/a..b.npy", "extra": [1]}',
-    '{"id":"1-2-9001","subset":"dev","duration":2.5e0,"frames":1,"transcript":"\\"Q\\"",'
-    '"audio":"a/b.flac","features":"features/dev/1-0.npy","offset":0}',
-]
-
-
-@pytest.mark.parametrize("chunk", [1 << 20, 300])
-def test_manifest_read_gives_the_rows_json_gives(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(dataset_dir, "_READ_CHUNK", chunk)  # 300: many chunks, some all canonical, some not
-    lines = [dataset_dir.row_line(_row(i)) for i in range(40)]
-    lines[3] = dataset_dir.row_line(_row(3, features="features/dev/a..b.npy"))  # flagged in bulk, then accepted
-    lines[25:25] = [line + "\n" for line in ODD_LINES]
-    path = tmp_path / "m.jsonl"
-    path.write_text("".join(lines).rstrip("\n"))  # the last line without its newline
-    manifest = Manifest.read(path)
-    expected = [json.loads(line) for line in lines]
-    assert len(manifest) == len(expected)
-    for i, row in enumerate(expected):
-        assert manifest.row(i) == {key: row[key] for key in dataset_dir.FIELDS}
-    assert manifest.duration.dtype == np.float64 and manifest.frames.dtype == manifest.offset.dtype == np.int64
-    assert manifest.shards[manifest.shard[6]] == "features/dev/1-0.npy" and manifest.shard.dtype == np.int32
-    assert [manifest.transcript(i) for i in (25, 26)] == ["A B", '"Q"'] and manifest.id(0) == "1-2-0000"
-
-
-BAD_LINES = [
-    ("{", "not JSON (Expecting property name enclosed in double quotes at column 2)"),
-    ("", "not JSON (Expecting value at column 1)"),
-    ("[1, 2]", "a JSON list, not an object"),
-    ("duration=-0.5", "field 'duration' is -0.5: not a finite number >= 0"),
-    ("duration=1e999", "field 'duration' is inf: not a finite number >= 0"),
-    ("duration=NaN", "field 'duration' is nan: not a finite number >= 0"),
-    ("frames=0", "field 'frames' is 0: not at least 1"),
-    ("offset=-1", "field 'offset' is -1: negative"),
-    ("id=", "field 'id' is empty"),
-    ("features=../../etc/passwd", "field 'features' is '../../etc/passwd': not a relative path inside"),
-    ("audio=/etc/passwd", "field 'audio' is '/etc/passwd': not a relative path inside"),
-    ("transcript=7", "field 'transcript' is int '7', not str"),
-]
-
-
-@pytest.mark.parametrize("chunk", [1 << 20, 300])
-@pytest.mark.parametrize("bad, problem", BAD_LINES)
-def test_a_bad_row_gets_the_same_words_from_the_loader_and_from_verify(tmp_path, monkeypatch, chunk, bad, problem):
-    """Manifest.read (bulk or line by line) raises what parse_row (verify's) says, naming file and line."""
-    monkeypatch.setattr(dataset_dir, "_READ_CHUNK", chunk)
-    if "=" in bad:
-        key, value = bad.split("=", 1)
-        number = value if key in ("duration", "frames", "offset") else json.dumps(value)
-        if key == "transcript":
-            number = value
-        bad = (
-            dataset_dir.row_line(_row(5)).strip().replace(f'"{key}": {json.dumps(_row(5)[key])}', f'"{key}": {number}')
-        )
-    with pytest.raises(dataset_dir.RowError) as verify_says:
-        dataset_dir.parse_row(bad.encode())
-    assert str(verify_says.value).startswith(problem)
-    lines = [dataset_dir.row_line(_row(i)) for i in range(20)]
-    lines[12] = bad + "\n"
-    (tmp_path / "m.jsonl").write_text("".join(lines))
-    with pytest.raises(ManifestError) as loader_says:
-        Manifest.read(tmp_path / "m.jsonl")
-    assert str(loader_says.value) == f"{tmp_path / 'm.jsonl'}:13: {verify_says.value}"
-
-
-def test_manifest_select_keeps_the_order_given():
-    manifest = Manifest.from_rows([_row(i) for i in range(10)])
-    assert [manifest.select([7, 2, 2, 0]).row(k) for k in range(4)] == [_row(i) for i in (7, 2, 2, 0)]
-    short = manifest.select(np.flatnonzero(manifest.duration <= 0.535))
-    assert [short.row(k) for k in range(len(short))] == [_row(i) for i in range(4)]
-    assert len(manifest.select([])) == 0
-    with pytest.raises(ManifestError, match=r"rows\[1\]: field 'frames' is 0"):
-        Manifest.from_rows([_row(0), _row(1, frames=0)])
-
-
 def _objects_reachable(root) -> int:
     """Python objects reachable from root (what forked DataLoader workers would copy by reading them)."""
     seen, todo = set(), [root]
@@ -217,7 +125,7 @@ def test_manifest_and_dataset_hold_no_python_object_per_row(tmp_path):
     counts = []
     for n in (20, 2000):
         path = tmp_path / f"{n}.jsonl"
-        path.write_text("".join(dataset_dir.row_line(_row(i)) for i in range(n)))
+        path.write_text("".join(row_line(_row(i)) for i in range(n)))
         dataset = UtteranceDataset(tmp_path, Manifest.read(path))
         counts.append(_objects_reachable(dataset))
     assert counts[0] == counts[1]

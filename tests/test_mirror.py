@@ -102,6 +102,17 @@ def test_missing_root_is_an_error(tmp_path):
         Mirror(tmp_path / "nowhere")
 
 
+def test_cli_error_is_one_line_naming_the_root(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "synthetic.mirror", "--root", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: cannot serve --root {tmp_path / 'nowhere'} on 127.0.0.1:0: ")
+
+
 def test_cli_serves_until_sigterm(tmp_path):
     (tmp_path / "a.bin").write_bytes(BODY)
     port_file = tmp_path / "port"

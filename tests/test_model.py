@@ -4,12 +4,12 @@ from torch import nn
 
 import params
 from pytorch import precision
+from pytorch.batchnorm import masked_batch_norm
 from pytorch.model import (
     BatchRNN,
     DeepSpeech2,
-    masked_batch_norm,
     output_lengths,
-    probe_recurrent_dtype,
+    probe_recurrent,
     reverse_within_lengths,
 )
 
@@ -229,14 +229,15 @@ def test_bf16_model_computes_its_recurrent_layers_in_bf16_and_keeps_float32_weig
     assert difference.abs().max() < 0.1
 
 
-@pytest.mark.parametrize("name, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
-def test_precision_probe_on_cpu_reports_the_recurrent_dtype(name, dtype):
-    assert probe_recurrent_dtype(params.make({"precision": name, "preset": "tiny"}), torch.device("cpu")) == dtype
+@pytest.mark.parametrize("name, dtype", [("fp32", "float32"), ("bf16", "bfloat16")])
+def test_precision_probe_on_cpu_reports_the_dtype_and_the_native_kernel(name, dtype):
+    found = probe_recurrent(params.make({"precision": name, "preset": "tiny"}), torch.device("cpu"))
+    assert found == precision.RecurrentKernel(dtype, "native", "cpu")
 
 
 def test_precision_probe_refuses_fp16_on_cpu():
     with pytest.raises(precision.PrecisionError, match="precision='fp16': needs CUDA"):
-        probe_recurrent_dtype(params.make({"precision": "fp16"}), torch.device("cpu"))
+        probe_recurrent(params.make({"precision": "fp16"}), torch.device("cpu"))
 
 
 def test_precision_probe_names_the_cause_when_the_device_cannot(monkeypatch):
@@ -245,7 +246,64 @@ def test_precision_probe_names_the_cause_when_the_device_cannot(monkeypatch):
 
     monkeypatch.setattr(precision, "run_recurrent", refuse)
     with pytest.raises(precision.PrecisionError, match=r"precision='bf16': this cpu build .* cannot run a GRU in "):
-        probe_recurrent_dtype(params.make({"precision": "bf16"}), torch.device("cpu"))
+        probe_recurrent(params.make({"precision": "bf16"}), torch.device("cpu"))
+
+
+def test_the_kernel_is_read_off_the_outputs_autograd_node_not_its_dtype():
+    gru = nn.GRU(4, 4)
+    out = precision.run_recurrent(gru, torch.randn(3, 2, 4), torch.bfloat16)
+    assert out.dtype == torch.bfloat16 and precision.kernel_of(out) == "native"  # the per-time-step loop on CPU
+
+    class CudnnNode:  # what cuDNN's output carries on a GPU
+        def name(self):
+            return "CudnnRnnBackward0"
+
+    class Output:
+        grad_fn = CudnnNode()
+
+    assert precision.kernel_of(Output()) == "cudnn"
+    with torch.no_grad(), pytest.raises(ValueError, match="no grad_fn"):
+        precision.kernel_of(gru(torch.randn(3, 2, 4))[0])
+
+
+@pytest.mark.parametrize(
+    "dtype, compiled, capability, enabled, kernel",
+    [
+        (torch.bfloat16, (9, 10, 2), (9, 0), True, "native"),  # PyTorch's CUDA 12.6 wheels
+        (torch.bfloat16, (9, 13, 0), (9, 0), True, "cudnn"),
+        (torch.bfloat16, (9, 20, 0), (7, 5), True, "native"),  # a T4: cuDNN takes no bf16 RNN before sm 8.0
+        (torch.float16, (9, 10, 2), (7, 5), True, "cudnn"),
+        (torch.float32, (9, 10, 2), (9, 0), False, "native"),  # torch.backends.cudnn.enabled = False
+        (torch.float32, None, (9, 0), True, "native"),
+    ],
+)
+def test_the_expected_cuda_kernel_follows_the_compiled_cudnn(dtype, compiled, capability, enabled, kernel):
+    assert precision.expected_cuda_kernel(dtype, compiled, capability, enabled) == kernel
+
+
+def test_a_cuda_run_on_the_native_fallback_is_refused_unless_allowed():
+    fallback = precision.RecurrentKernel("bfloat16", "native", "cuda")
+    versions = {"compiled": (9, 10, 2), "runtime": (9, 24, 0)}
+    with pytest.raises(precision.PrecisionError) as err:
+        precision.require_fast_kernel("bf16", fallback, False, versions, (9, 0))
+    message = str(err.value)
+    assert "compiled against cuDNN 9.10.2 (runtime 9.24.0)" in message and "sm 9.0" in message
+    assert all(way in message for way in ("precision=fp16", "precision=fp32", "allow_native_rnn=true"))
+    precision.require_fast_kernel("bf16", fallback, True, versions, (9, 0))  # allowed: no error
+    on_cudnn, on_cpu = (
+        precision.RecurrentKernel("bfloat16", "cudnn", "cuda"),
+        precision.RecurrentKernel("bfloat16", "native", "cpu"),
+    )
+    precision.require_fast_kernel("bf16", on_cudnn, False, versions, (9, 0))
+    precision.require_fast_kernel("bf16", on_cpu, False, {}, None)  # a CPU has only the one kernel
+
+
+def test_cudnn_versions_are_none_without_cudnn():
+    versions = precision.cudnn_versions()
+    if getattr(torch._C, "_cudnn", None) is None:
+        assert versions == {"compiled": None, "runtime": None}
+    else:
+        assert len(versions["compiled"]) == 3
 
 
 def _synced_half(rank: int, world: int, init_file: str, out_dir: str) -> None:

@@ -94,12 +94,12 @@ def test_bad_params_name_the_parameter(args, message):
 def test_every_preset_is_valid_and_trainable():
     import torch
 
-    from pytorch import train
+    from pytorch import preflight
     from pytorch.model import DeepSpeech2
 
     for name in params.available_presets():
         p = params.parse([f"preset={name}"])
-        train.check_trainable(p)
+        preflight.check_trainable(p)
         with torch.device("meta"):  # the shapes only: full-size presets build in milliseconds
             DeepSpeech2(p)
 
@@ -128,3 +128,11 @@ def test_bad_parameters_are_usage_errors():
 def test_describe_marks_changes():
     text = params.describe(params.parse(["lr=0.5"]))
     assert "lr" in text and "(default 0.001)" in text
+
+
+def test_the_docs_parameter_table_is_generated_from_params_py():
+    """docs/parameters.md is `python -m params --write-docs`'s output: a knob added, renamed or
+    changed in params.py without rewriting it fails here."""
+    assert params.DOCS_TABLE.read_text() == params.markdown_table(), "run: python -m params --write-docs"
+    for name in params.KNOBS:
+        assert f"| `{name}` |" in params.markdown_table()

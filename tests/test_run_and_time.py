@@ -8,9 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from exit_status import ExitStatus
-from pytorch import mlperf, run_and_time
+from pytorch import mlperf, precision, preflight, run_and_time
 from tests import trainer_fixtures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,31 @@ def test_bad_launch_environment_exits_2_before_timing(tmp_path, monkeypatch, cap
     assert run_and_time.main(args) == ExitStatus.USAGE
     out, err = capsys.readouterr()
     assert message in err and "STARTING TIMING RUN" not in out and "RESULT" not in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is valid where there is CUDA")
+def test_fp16_without_cuda_exits_2_before_the_timing_starts(tmp_path):
+    trainer_fixtures.write_dataset(tmp_path / "tiny")
+    done = run_script("--data-dir", str(tmp_path / "tiny"), "--results-dir", str(tmp_path / "r"), "precision=fp16")
+    assert done.returncode == 2 and "precision='fp16': needs CUDA" in done.stderr, done.stderr
+    assert "STARTING TIMING RUN" not in done.stdout and not (tmp_path / "r").exists()
+
+
+def test_a_gpu_run_on_the_slow_recurrent_fallback_is_refused_before_the_timing(tmp_path, monkeypatch, capsys):
+    """Mocked: the probe says the bf16 GRUs ran on ATen's per-time-step loop on a CUDA device (torch
+    compiled against cuDNN 9.10): refused with exit 2 before the clock, unless allowed."""
+    trainer_fixtures.write_dataset(tmp_path / "tiny")
+    fallback = precision.RecurrentKernel("bfloat16", "native", "cuda")
+    monkeypatch.setattr(preflight, "probe_recurrent", lambda p, device: fallback)
+    monkeypatch.setattr(precision, "cudnn_versions", lambda: {"compiled": (9, 10, 2), "runtime": (9, 10, 2)})
+    args = ["--data-dir", str(tmp_path / "tiny"), "--results-dir", str(tmp_path / "r"), "preset=tiny", "precision=bf16"]
+    assert run_and_time.main(args) == ExitStatus.USAGE
+    out, err = capsys.readouterr()
+    assert "not cuDNN" in err and "compiled against cuDNN 9.10.2" in err and "allow_native_rnn=true" in err
+    assert "STARTING TIMING RUN" not in out and not (tmp_path / "r").exists()
+    allowed = [*args, "allow_native_rnn=true", "epochs=1"]
+    assert run_and_time.main(allowed) in (ExitStatus.OK, ExitStatus.TARGET_MISSED)  # it trained
+    assert "STARTING TIMING RUN" in capsys.readouterr().out
 
 
 def test_missing_data_is_reported_before_the_timing_starts(tmp_path, capsys):

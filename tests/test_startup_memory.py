@@ -8,7 +8,7 @@ import pytest
 
 import params
 from bench import startup_memory
-from data.dataset_dir import Manifest
+from data.manifest import Manifest
 from pytorch.loader import CHARS_PER_SECOND
 
 

@@ -245,7 +245,11 @@ def test_bad_parameters_exit_2_before_any_work(tmp_path, capsys):
 
 def test_missing_data_is_an_error_naming_the_file(tmp_path, capsys):
     assert run(tmp_path / "no-data", tmp_path / "r", *TINY) == ExitStatus.ERROR
+    assert "no-data: no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path / "empty", tmp_path / "r", *TINY) == ExitStatus.ERROR
     assert "features.json" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before the results directory was made
 
 
 @dataclass
@@ -292,18 +296,36 @@ def test_results_directory(data_dir, tmp_path):
         "skipped_steps",
         "dropped_utterances",
     }
-    assert row["wer"] <= 100 and row["utt_per_s"] > 0 and row["audio_s_per_s"] > 0
+    assert row["utt_per_s"] > 0 and row["audio_s_per_s"] > 0 and row["seconds"] > 0
     predictions = [json.loads(line) for line in (out / "predictions" / "epoch_1.jsonl").read_text().splitlines()]
     assert len(predictions) == len(trainer_fixtures.VAL_TRANSCRIPTS)
     assert {p["reference"] for p in predictions} == set(trainer_fixtures.VAL_TRANSCRIPTS)
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "success" and result["time_to_train_s"] > 0 and result["params"]["optimizer"] == "adamw"
+    assert result["final_wer"] == result["best_wer"] == row["wer"]
     assert json.loads((out / "params.json").read_text())["lr"] == 3e-3
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
     assert not list(out.rglob(".*tmp*"))
     # A second fresh run must not overwrite this one.
     assert run(data_dir, out, *LEARNS) == ExitStatus.ERROR
+
+
+def test_tensorboard_holds_every_steps_and_every_epochs_scalars(data_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert run(data_dir, tmp_path / "r", *LEARNS, "epochs=2", "target_wer=0") == ExitStatus.TARGET_MISSED
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    steps = 2 * len(loader.global_batches(24, 4, False, 1, 0))  # the fixture's 24 utterances in batches of 4
+    metrics = metrics_of(tmp_path / "r")
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "train/utt_per_s"):
+        assert [e.step for e in events.Scalars(tag)] == list(range(steps)), tag
+    assert [e.value for e in events.Scalars("train/lr")][-1] == pytest.approx(metrics[-1]["lr"])
+    assert all(e.value > 0 for e in events.Scalars("train/grad_norm") + events.Scalars("train/utt_per_s"))
+    for tag, key in (("val/wer", "wer"), ("val/cer", "cer"), ("train/epoch_loss", "train_loss")):
+        assert [e.value for e in events.Scalars(tag)] == pytest.approx([m[key] for m in metrics]), tag
+        assert [e.step for e in events.Scalars(tag)] == [steps // 2, steps]
 
 
 def test_run_stop_is_logged_before_the_checkpoint_is_written(data_dir, tmp_path, monkeypatch):
@@ -374,14 +396,17 @@ def test_checkpoint_restores_every_random_generator():
     assert torch.equal(expected[0], again[0]) and (expected[1] == again[1]).all() and expected[2] == again[2]
 
 
-def test_bf16_trains_with_a_finite_loss_and_logs_its_recurrent_dtype(data_dir, tmp_path):
+def test_bf16_trains_with_a_finite_loss_and_logs_its_recurrent_dtype_and_kernel(data_dir, tmp_path):
     status = run(data_dir, tmp_path / "r", *TINY, "precision=bf16", "epochs=1", "target_wer=0")
     assert status == ExitStatus.TARGET_MISSED
     (row,) = metrics_of(tmp_path / "r")
     assert math.isfinite(row["train_loss"]) and row["skipped_steps"] == 0
     result = json.loads((tmp_path / "r" / "result.json").read_text())
-    assert result["precision"] == {"precision": "bf16", "recurrent_dtype": "bfloat16", "fp32_math": "ieee"}
-    assert '"key": "recurrent_dtype", "value": "bfloat16"' in (tmp_path / "r" / "mlperf_log.txt").read_text()
+    computed = {"precision": "bf16", "fp32_math": "ieee", "recurrent_dtype": "bfloat16", "recurrent_kernel": "native"}
+    assert result["precision"] == computed
+    log = (tmp_path / "r" / "mlperf_log.txt").read_text()
+    assert '"key": "recurrent_dtype", "value": "bfloat16"' in log
+    assert '"key": "recurrent_kernel", "value": "native"' in log
 
 
 def test_gradient_accumulation_runs_the_micro_batch_path(data_dir, tmp_path):
@@ -413,44 +438,7 @@ def test_dry_run_needs_no_data(tmp_path, capsys):
     assert f"No prepared dataset at {tmp_path / 'nothing'}: data not checked" in out
 
 
-# ---------------------------------------------------------------- memory, disks, checkpoints
-
-
-def test_largest_micro_batch_is_the_most_padded_frames_of_the_run(data_dir):
-    p = params.parse(TINY + ["batch_size=8", "gradient_accumulation_steps=2", "tempo_perturb=false"])
-    split = loader.open_split(data_dir, "train")
-    n, frames = train.largest_micro_batch(split, p, distributed.single("cpu"))
-    by_hand = max(
-        (len(part), int(split.manifest.frames[part[-1]]))
-        for b in loader.global_batches(len(split), 8, False, 1, 0)
-        for part in loader.split_evenly(b, 2)
-        if part
-    )
-    assert (n, frames) == by_hand
-    slowed = params.parse(
-        TINY + ["batch_size=8", "gradient_accumulation_steps=2", "tempo_perturb=true", "tempo_low=0.5"]
-    )
-    assert train.largest_micro_batch(split, slowed, distributed.single("cpu")) == (n, 2 * frames)
-
-
-def test_memory_check_runs_the_longest_micro_batch_and_changes_nothing(data_dir):
-    trainer = trainer_of(params.parse(TINY + ["batch_size=8"]))
-    before = copy.deepcopy(trainer.model.state_dict())
-    figures = train.check_memory(trainer, loader.open_split(data_dir, "train"))
-    assert figures["utterances"] >= 1 and figures["frames"] > 0 and figures["peak_bytes"] is None
-    assert untouched(trainer.model, before) and all(t.grad is None for t in trainer.model.parameters())
-
-
-def test_out_of_memory_on_the_longest_micro_batch_names_the_knobs_that_size_it(data_dir, monkeypatch):
-    def too_big(*args):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
-
-    monkeypatch.setattr(train, "micro_batch_loss", too_big)
-    trainer = trainer_of(params.parse(TINY + ["batch_size=8", "gradient_accumulation_steps=2", "max_duration=30"]))
-    with pytest.raises(train.TrainError) as err:
-        train.check_memory(trainer, loader.open_split(data_dir, "train"))
-    for knob in ("batch_size=8", "gradient_accumulation_steps=2", "max_duration=30", "utterances of up to"):
-        assert knob in str(err.value)
+# ---------------------------------------------------------------- disks, checkpoints
 
 
 def test_a_full_disk_while_saving_a_checkpoint_is_one_clear_error(data_dir, tmp_path, monkeypatch, capsys):

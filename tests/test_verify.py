@@ -259,3 +259,21 @@ def test_process_pool_hashes_as_one_process_does(ds):
     paths = sorted(p.relative_to(ds).as_posix() for p in ds.rglob("*") if p.is_file()) + ["no/such/file"]
     assert ver.hash_all(ds, paths, jobs=3) == ver.hash_all(ds, paths, jobs=1)
     assert ver.hash_all(ds, paths, jobs=3)["no/such/file"] == (None, "missing")
+
+
+def test_every_failure_exits_through_the_one_contract(ds, tmp_path, capsys):
+    """One `error:` line naming the directory and status 1, never a bare exit: no such directory, a
+    failed check; a usage error is status 2 (test_bad_jobs_is_a_usage_error)."""
+    assert ver.main(["--data-dir", str(tmp_path / "nowhere")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"error: --data-dir {tmp_path / 'nowhere'}: no such directory"
+    assert captured.out.strip() == "Dataset Checksum Failed."
+    _flip_byte(ds / CHAPTER / "100-1000-0001.flac")
+    (ds / "manifests/dev-clean.jsonl.orig").write_bytes(b"x")
+    assert ver.main(["--data-dir", str(ds), "--jobs", "2"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.rstrip().endswith("Dataset Checksum Failed.")
+    assert (
+        captured.err.splitlines()[-1]
+        == f"error: {ds}: 2 problems (listed above): the dataset is not as it was prepared"
+    )

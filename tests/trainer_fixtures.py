@@ -70,6 +70,25 @@ def write_dataset(
     return data_dir
 
 
+# The learning test's corpus: sentences of 1-3 words from a small vocabulary, in 8 letters and space.
+WORDS = ("A", "BAD", "CAB", "DEAF", "FACE", "BEG", "HEAD", "GAG", "ACHE", "FED")
+
+
+def sentences(count: int, rng: np.random.Generator) -> list[str]:
+    return [" ".join(rng.choice(WORDS, size=rng.integers(1, 4))) for _ in range(count)]
+
+
+def write_learning_dataset(data_dir: Path, p: params.Params, train: int = 160, val: int = 40, seed: int = 0) -> Path:
+    """A corpus a small model learns to read in seconds, with enough validation words (about 80) that
+    its WER moves in steps of about one point, not forty: `train` and `val` random sentences of WORDS."""
+    data_dir = Path(data_dir)
+    rng = np.random.default_rng(seed)
+    write_split(data_dir, "train", "train-clean-100", sentences(train, rng), 1, p, rng)
+    write_split(data_dir, "val", "dev-clean", sentences(val, rng), 1, p, rng)
+    (data_dir / "features" / "features.json").write_text(json.dumps(p.feature_config()))
+    return data_dir
+
+
 def add_row(data_dir: Path, split: str, row: dict) -> None:
     """Append one row to manifests/<split>.jsonl, keeping it sorted by (duration, id)."""
     path = Path(data_dir) / "manifests" / f"{split}.jsonl"
