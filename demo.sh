@@ -101,7 +101,13 @@ EOF
 echo "results:     $RESULTS"
 echo "  run log:   $RESULTS/run_and_time.log"
 echo "  metrics:   $RESULTS/metrics.jsonl"
-echo "  curves:    $RESULTS/curves.png"
+# curves.png is drawn only where matplotlib is installed (pytorch/results.py); the TensorBoard event
+# files, which hold the same curves, are written either way.
+if [[ -f $RESULTS/curves.png ]]; then
+  echo "  curves:    $RESULTS/curves.png"
+elif ! "$PY" -c 'import matplotlib' 2>/dev/null; then
+  echo "  curves:    see TensorBoard (matplotlib not installed): tensorboard --logdir $RESULTS/tensorboard"
+fi
 echo "  MLPerf log: $RESULTS/mlperf_log.txt"
 echo "time per stage:"
 printf '  %s\n' "${STAGES[@]}"

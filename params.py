@@ -1,5 +1,5 @@
 """Every hyperparameter of the DeepSpeech2 benchmark: the reference's model, features and target, and
-the benchmark's default training recipe (README "The default recipe": each choice with its reason).
+the benchmark's default training recipe (docs/recipe.md "The default recipe": each choice with its reason).
 
 The fixed knobs (rule=FIXED) define the benchmark: a valid run keeps their defaults, and the MLPerf
 rules file (pytorch/ds2_rules.yaml, generated from this file) rejects a log where one differs. The
@@ -39,7 +39,7 @@ FEATURES, MODEL, OPTIMIZER, SCHEDULE, BATCH, PRECISION, DATA, AUGMENTATION, RUN 
     "run",
 )
 # The benchmark's rules: a fixed knob defines the benchmark (a valid run keeps its default); a
-# tunable one is the submitter's to choose (README "What a submitter may tune"); a run knob is chosen
+# tunable one is the submitter's to choose (docs/recipe.md "What a submitter may tune"); a run knob is chosen
 # per run and is not a hyperparameter.
 FIXED, TUNABLE, PER_RUN = "fixed", "tunable", "run"
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a file-name stem: no directory, no '..'
@@ -177,13 +177,21 @@ class Params:
         pattern=NAME_PATTERN,
     )
     max_duration: float = knob(
-        16.7, DATA, "s; skip longer training utterances (0: keep all, as the 2018 reference)", range=(0.0, 1e6)
+        0.0,
+        DATA,
+        "s; leave out longer training utterances (0: none). Fixed at 0: every training utterance is examined "
+        "every epoch, and the rules hold train_samples to the whole set's 281,241",
+        rule=FIXED,
+        range=(0.0, 1e6),
     )
     shuffle_batches: bool = knob(
         True, DATA, "True: seeded shuffle of the length-ordered batches; False: length order every epoch (2018)"
     )
     num_workers: int = knob(
-        4, DATA, "DataLoader worker processes per rank (README, Augmentation: ~2.3 cores feed one GPU)", range=(0, 256)
+        4,
+        DATA,
+        "DataLoader worker processes per rank (docs/recipe.md, Augmentation: ~2.3 cores feed one GPU)",
+        range=(0, 256),
     )
     # --- augmentation of training utterances (never of evaluation), per (seed, epoch, utterance) ---
     tempo_perturb: bool = knob(True, AUGMENTATION, "random tempo change (the reference: sox tempo)")

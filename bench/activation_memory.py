@@ -9,7 +9,7 @@ optimiser state it projects the largest micro-batch of 16.7 s and 35 s utterance
 
 On CPU this counts what torch's CPU kernels save; cuDNN's RNN keeps its own workspace ("reserve")
 instead, so on a GPU treat the projection as an estimate and let the trainer's start-up memory check
-(pytorch.train.check_memory) or bench.epoch_time's peak memory say what really fits.
+(pytorch.memory.check) or bench.epoch_time's peak memory say what really fits.
 """
 
 import argparse

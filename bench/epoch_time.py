@@ -8,7 +8,7 @@ by length, and in each bucket the trainer's own step (pytorch.train.train_step) 
 synchronised, on a synthetic micro-batch of the bucket's mean padded length (a step costs about its
 length: the recurrent layers run frame by frame). The epoch is the sum over buckets of (steps in the
 bucket x its step time); the cost of timing is --buckets x (--steps + 1) steps whatever the corpus size.
-The longest micro-batch's memory is the trainer's own start-up check (pytorch.train.check_memory).
+The longest micro-batch's memory is the trainer's own start-up check (pytorch.memory.check).
 
     python -m bench.epoch_time preset=tiny --buckets 3 --steps 1           # CPU, seconds
     python -m bench.epoch_time precision=bf16 batch_size=256 --world-size 8

@@ -1,8 +1,11 @@
 """Inference latency of the acoustic model, per batch size and utterance duration (after NVIDIA Jasper).
 
 The model alone is timed: inputs are random features of the given duration (a padded batch of
-identical lengths), so neither audio decoding nor feature extraction nor CTC decoding is counted.
-Weights are random unless --checkpoint is given; latency does not depend on their values.
+identical lengths), so neither audio decoding nor feature extraction nor CTC decoding is counted,
+unless --decoder greedy|beam is given: then each timed step is the forward pass and the decoding
+of its output (pytorch.decoders; a beam search's time depends on how peaked the output is, so time
+it with --checkpoint, whose output is a trained model's, and see bench.decoding for real speech).
+Weights are random unless --checkpoint is given; the model's latency does not depend on their values.
 
     python -m bench.inference_latency                       # preset=demo, the default grid
     python -m bench.inference_latency preset=tiny --batch-sizes 1,2 --durations 0.5 --iterations 3
@@ -21,7 +24,7 @@ import torch
 import exit_status
 import params
 from data.features import frame_count
-from pytorch import precision, results
+from pytorch import decoders, precision, results
 from pytorch.inference import load_model
 from pytorch.model import DeepSpeech2
 
@@ -42,9 +45,11 @@ class Repeats:
     iterations: int
 
 
-def time_forward(model, p: params.Params, batch: int, duration: float, repeats: Repeats) -> list[float]:
-    """Seconds per forward pass of a (batch, n_features, frames) input on the model's device,
-    `repeats.iterations` times after `repeats.warmup`.
+def time_forward(
+    model, p: params.Params, batch: int, duration: float, repeats: Repeats, decoder: decoders.Decoder | None = None
+) -> list[float]:
+    """Seconds per forward pass of a (batch, n_features, frames) input on the model's device (and the
+    decoding of its output by `decoder`, when given), `repeats.iterations` times after `repeats.warmup`.
 
     The model computes in its own precision (p.precision; pytorch.precision)."""
     device = next(model.parameters()).device
@@ -56,7 +61,9 @@ def time_forward(model, p: params.Params, batch: int, duration: float, repeats: 
         for step in range(repeats.warmup + repeats.iterations):
             _sync(device)
             start = time.perf_counter()
-            model(features, lengths)
+            log_probs, out_lengths = model(features, lengths)
+            if decoder is not None:
+                decoder.decode(log_probs, out_lengths)  # on the host: its result waits for the device
             _sync(device)
             if step >= repeats.warmup:
                 times.append(time.perf_counter() - start)
@@ -128,6 +135,7 @@ def parse_args(argv):
     parser.add_argument(
         "--full", action="store_true", help="also time the full-size model (default params), batch 1 x 2 s, once"
     )
+    decoders.add_arguments(parser, default=None)
     args = parser.parse_intermixed_args(argv)
     if args.warmup < 0 or args.iterations < 1:
         parser.error("--warmup must be >= 0 and --iterations >= 1")
@@ -158,16 +166,22 @@ def main(argv=None) -> int:
 
 
 def run(args) -> None:
+    config = decoders.config_from_args(args)
     model, p, label = build_model(args)
+    decoder = decoders.make_decoder(config) if config is not None else None
+    if decoder is not None:
+        label += f" + {config.kind} decoding"
     n_params = sum(t.numel() for t in model.parameters())
     print(
         f"device {args.device}, {torch.get_num_threads()} threads, precision {args.precision}, "
         f"{label}: {n_params:,} parameters, {p.n_features} features"
     )
+    if decoder is not None:
+        print(f"decoder: {decoder.description}")
     rows, repeats = [], Repeats(args.warmup, args.iterations)
     for duration in args.durations:
         for batch in args.batch_sizes:
-            times = time_forward(model, p, batch, duration, repeats)
+            times = time_forward(model, p, batch, duration, repeats, decoder)
             rows.append(summarise(label, batch, duration, times))
             print(f"  batch {batch:3d} x {duration:g} s: {rows[-1]['avg_ms']:.1f} ms", flush=True)
     if args.full:
@@ -182,6 +196,7 @@ def run(args) -> None:
             "threads": torch.get_num_threads(),
             "precision": args.precision,
             "parameters": n_params,
+            "decoder": decoder.description if decoder is not None else None,
         }
         results.write_json(args.json, {**setup, "params": p.to_dict(), "rows": rows})
 

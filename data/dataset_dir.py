@@ -10,6 +10,9 @@
     checksums/<subset>.sha256           sha256sum-format record of every file of the subset (audio,
                                         transcripts, feature shards, manifest) and of features.json
     .state/<stage>-<subset>.done        stage markers: download (holds the verified md5 line), extract, prepare
+    lm/<file>                           LibriSpeech's language-model files (openslr 11; download_dataset.sh --lm),
+                                        <file>.part while in flight
+    .state/lm-<file>.done               holds the verified md5 line of lm/<file>
     .lock                               held by the run using the directory (download, prepare: alone;
                                         verify: with other verifies); names that run
 
@@ -44,6 +47,7 @@ FEATURES = "features"
 MANIFESTS = "manifests"
 CHECKSUMS = "checksums"
 STATE = ".state"
+LM = "lm"
 FEATURE_CONFIG = f"{FEATURES}/features.json"
 LOCK = ".lock"
 
@@ -165,6 +169,28 @@ class DatasetDir:
     @property
     def feature_config(self) -> Path:
         return self.root / FEATURE_CONFIG
+
+    # ------------------------------------------------------------ language-model files
+
+    @property
+    def lm_dir(self) -> Path:
+        return self.root / LM
+
+    def lm_file(self, name: str) -> Path:
+        return self.root / LM / name
+
+    def lm_part(self, name: str) -> Path:
+        """Where an LM file streams to while it downloads (resumed from its size)."""
+        return self.root / LM / f"{name}.part"
+
+    def lm_marker(self, name: str) -> Path:
+        """The record of a downloaded LM file: its verified md5 line."""
+        return self.root / STATE / f"lm-{name}.done"
+
+    def recorded_lm_files(self) -> list[str]:
+        """The LM files with a download record, sorted."""
+        prefix, suffix = "lm-", ".done"
+        return sorted(p.name[len(prefix) : -len(suffix)] for p in self.root.glob(f"{STATE}/{prefix}*{suffix}"))
 
     # ------------------------------------------------------------ stage markers
 

@@ -9,7 +9,13 @@ killed run never leaves anything that looks complete. Finally data.prepare makes
 manifests. The whole run holds the dataset directory's lock: a second run on it stops at once,
 naming the first.
 
+--lm fetches LibriSpeech's language-model files (openslr resource 11) the same way: each streams to
+lm/<file>.part (data.fetch: resumed, md5 while streaming), is checked against its md5, renamed to
+lm/<file> and recorded in .state/lm-<file>.done (the verified md5 line); nothing is extracted (KenLM
+and pytorch.lm read .arpa.gz as they are). Without --subsets, --lm fetches only the LM files.
+
     python -m data.download --data-dir DIR --subsets dev-clean,dev-other [--jobs 4] [key=value ...]
+    python -m data.download --data-dir DIR --lm [--lm-files 3-gram.pruned.1e-7.arpa.gz,4-gram.arpa.gz | all]
 """
 
 import argparse
@@ -27,7 +33,7 @@ from data import dataset_dir, librispeech
 from data.dataset_dir import DatasetDir, DatasetError, command_line
 from data.extract import ArchiveChanged, check_tar_filters, extract_subset
 from data.fetch import RetryPolicy, fetch, remote_size
-from data.files import file_digest
+from data.files import file_digest, write_atomically
 
 EXTRACT_FACTOR = 1.0  # extracted audio is about as large as its (barely compressible) archive
 FEATURE_FACTOR = 1.8  # float16 spectrogram shards + manifests, relative to the archive
@@ -46,6 +52,7 @@ class Config:
     retry_delay: float = 2.0  # s before the 2nd try; doubles after each failure
     timeout: float = 60.0  # s; connect and read timeout
     remove_archives: bool = False
+    lm_mirror: str = librispeech.LM_MIRROR  # base URL of the LM files (openslr resource 11)
 
     @property
     def dataset(self) -> DatasetDir:
@@ -69,6 +76,12 @@ class Config:
 
     def md5_line(self, subset: str) -> str:
         return f"{self.md5(subset)}  {librispeech.archive_name(subset)}\n"
+
+    def lm_url(self, name: str) -> str:
+        return f"{self.lm_mirror.rstrip('/')}/{name}"
+
+    def lm_md5_line(self, name: str) -> str:
+        return f"{self.md5s[name]}  {name}\n"
 
 
 # ---------------------------------------------------------------- checksums and markers
@@ -173,23 +186,108 @@ def fetch_and_extract(cfg: Config, subset: str, position: int = 0, stop: threadi
 
 def fetch_all(cfg: Config, subsets: list[str], jobs: int) -> list[str]:
     """fetch_and_extract every subset, `jobs` at a time; returns the error messages."""
+    return in_parallel(cfg, subsets, jobs, fetch_and_extract)
+
+
+def in_parallel(cfg: Config, items: list[str], jobs: int, work) -> list[str]:
+    """work(cfg, item, position, stop) for every item, `jobs` at a time; returns the error messages."""
     errors, stop = [], threading.Event()  # stop: set on Ctrl-C, seen by the workers at their next chunk
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        futures = {pool.submit(fetch_and_extract, cfg, s, i, stop): s for i, s in enumerate(subsets)}
-        for future, subset in futures.items():
+        futures = {pool.submit(work, cfg, item, i, stop): item for i, item in enumerate(items)}
+        for future, item in futures.items():
             try:
                 future.result()
             except exit_status.Failure as err:
                 errors.append(str(err))
             except OSError as err:  # a full disk, a permission: named by the file it was about
-                errors.append(f"{subset}: {exit_status.describe_os_error(err)}")
+                errors.append(f"{item}: {exit_status.describe_os_error(err)}")
     except KeyboardInterrupt:
         stop.set()  # workers raise KeyboardInterrupt at their next chunk or tar member
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return errors
+
+
+# ---------------------------------------------------------------- the language-model files
+
+
+def lm_is_done(cfg: Config, name: str) -> bool:
+    """An LM file counts as downloaded when it is there and its record holds today's md5."""
+    dataset = cfg.dataset
+    return dataset.lm_file(name).is_file() and _read(dataset.lm_marker(name)) == cfg.lm_md5_line(name)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+
+
+def download_lm(cfg: Config, name: str, position: int = 0, stop: threading.Event | None = None) -> None:
+    """Make lm/<name> exist with the expected md5, and record it: the archives' stages, less extraction."""
+    if lm_is_done(cfg, name):
+        return
+    dataset, expected = cfg.dataset, cfg.md5s[name]
+    final, part, marker = dataset.lm_file(name), dataset.lm_part(name), dataset.lm_marker(name)
+    recorded = _read(marker)
+    if recorded is not None:  # a record of other content (the md5 table changed): forget it and its bytes
+        marker.unlink()
+        final.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+    if final.is_file():  # renamed by a run killed before its record, or put there by hand
+        actual = file_digest(final, "md5").hexdigest()
+        if actual != expected:
+            final.unlink()
+            print(
+                f"{final}: local file has md5 {actual}, expected {expected}; deleted it, "
+                f"downloading it again from {cfg.lm_url(name)}",
+                file=sys.stderr,
+            )
+    if not final.is_file():
+        actual = fetch(cfg.lm_url(name), part, cfg.policy, name, position, stop)
+        if actual != expected:
+            part.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{name}: md5 mismatch: expected {expected}, got {actual} (from {cfg.lm_url(name)}); "
+                f"deleted the bad file {part}; a re-run downloads it again"
+            )
+        os.replace(part, final)
+    write_atomically(marker, cfg.lm_md5_line(name))
+
+
+def lm_bytes_needed(cfg: Config, name: str) -> int | None:
+    """Bytes an LM file's download will add (what its .part lacks), None where the server does not say."""
+    if lm_is_done(cfg, name):
+        return 0
+    size = remote_size(cfg.lm_url(name), cfg.policy)
+    if size is None:
+        return None
+    part = cfg.dataset.lm_part(name)
+    return max(0, size - (part.stat().st_size if part.is_file() else 0))
+
+
+def lm_files_asked(args: argparse.Namespace) -> list[str]:
+    """The LM files to fetch: --lm-files, the default ones for --lm, none without either."""
+    if args.lm_files is not None:
+        return parse_lm_files(args.lm_files)
+    return list(librispeech.DEFAULT_LM_FILES) if args.lm else []
+
+
+def parse_lm_files(text: str) -> list[str]:
+    """--lm-files: a comma-separated list of openslr 11 file names, or 'all'."""
+    if text.strip() == "all":
+        return list(librispeech.LM_FILES)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in librispeech.LM_FILES]
+    if unknown or not names:
+        raise exit_status.UsageError(
+            f"--lm-files: unknown file(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(librispeech.LM_FILES)}, or all"
+        )
+    return list(dict.fromkeys(names))
 
 
 # ---------------------------------------------------------------- disk space
@@ -237,8 +335,13 @@ def bytes_needed(cfg: Config, subset: str, prepare: bool) -> int:
     )
 
 
-def check_space(cfg: Config, subsets: list[str], prepare: bool) -> None:
+def check_space(cfg: Config, subsets: list[str], prepare: bool, lm_files: list[str] = ()) -> None:
     needed = sum(bytes_needed(cfg, s, prepare) for s in subsets)
+    for name in lm_files:
+        size = lm_bytes_needed(cfg, name)
+        if size is None:
+            print(f"warning: size of {cfg.lm_url(name)} unknown; not counted in the disk-space check", file=sys.stderr)
+        needed += size or 0
     free = free_bytes(cfg.data_dir)
     if needed > free:
         raise DownloadError(
@@ -290,12 +393,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dataset_dir.add_data_dir_argument(parser)
     parser.add_argument(
-        "--subsets", default=",".join(librispeech.SUBSETS), help="comma-separated LibriSpeech subsets (default: all 7)"
+        "--subsets",
+        help="comma-separated LibriSpeech subsets (default: all 7; none with --lm unless given)",
     )
     parser.add_argument(
         "--mirror", default=librispeech.MIRROR, help="base URL holding <subset>.tar.gz (default: %(default)s)"
     )
-    parser.add_argument("--checksums", help="md5sum.txt-format file of the archives (default: the official md5s)")
+    parser.add_argument(
+        "--checksums",
+        help="md5sum.txt-format file of the archives and LM files (default: the built-in md5s; this file "
+        "replaces them all)",
+    )
+    parser.add_argument(
+        "--lm",
+        action="store_true",
+        help="also (without --subsets: only) fetch LibriSpeech's LM files into <data-dir>/lm "
+        f"(default files: {', '.join(librispeech.DEFAULT_LM_FILES)})",
+    )
+    parser.add_argument(
+        "--lm-files",
+        help="comma-separated openslr 11 files to fetch, or all (implies --lm): " + ", ".join(librispeech.LM_FILES),
+    )
+    parser.add_argument(
+        "--lm-mirror",
+        default=librispeech.LM_MIRROR,
+        help="base URL holding the LM files (default: %(default)s)",
+    )
     parser.add_argument(
         "--jobs",
         type=int,
@@ -323,12 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_config(args: argparse.Namespace, subsets: list[str]) -> Config:
-    md5s = load_checksums(args.checksums) if args.checksums else librispeech.official_md5s()
+def make_config(args: argparse.Namespace, subsets: list[str], lm_files: list[str] = ()) -> Config:
+    if args.checksums:
+        md5s = load_checksums(args.checksums)
+    else:
+        md5s = librispeech.official_md5s() | librispeech.official_lm_md5s()
     missing = [librispeech.archive_name(s) for s in subsets if librispeech.archive_name(s) not in md5s]
+    missing += [name for name in lm_files if name not in md5s]
     if missing:
         source = args.checksums or "the built-in md5 table"
-        raise DownloadError(f"{source} lists no md5 for {', '.join(missing)}")
+        hint = "" if args.checksums else "; give it with --checksums FILE (md5sum.txt format)"
+        raise DownloadError(f"{source} lists no md5 for {', '.join(missing)}{hint}")
     for name, value in (("--jobs", args.jobs), ("--retries", args.retries)):
         if value < 1:
             raise exit_status.UsageError(f"{name}={value}: must be at least 1")
@@ -342,6 +470,7 @@ def make_config(args: argparse.Namespace, subsets: list[str]) -> Config:
         args.retry_delay,
         args.timeout,
         args.remove_archives,
+        args.lm_mirror,
     )
 
 
@@ -353,18 +482,23 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace, argv: list[str] | None) -> None:
     check_tar_filters()
     p = params.parse(args.overrides)
-    subsets = parse_subsets(args.subsets)
-    cfg = make_config(args, subsets)
+    lm_files = lm_files_asked(args)
+    # --lm alone fetches only the LM files; without --lm, no --subsets means all of them.
+    default_subsets = [] if lm_files else list(librispeech.SUBSETS)
+    subsets = parse_subsets(args.subsets) if args.subsets is not None else default_subsets
+    cfg = make_config(args, subsets, lm_files)
     with cfg.dataset.lock(command_line("download_dataset.sh", argv)):
         if not args.no_space_check:
-            check_space(cfg, subsets, prepare=not args.skip_prepare)
-        errors = fetch_all(cfg, subsets, args.jobs)
+            check_space(cfg, subsets, prepare=not args.skip_prepare, lm_files=lm_files)
+        errors = fetch_all(cfg, subsets, args.jobs) + in_parallel(cfg, lm_files, args.jobs, download_lm)
         if errors:
             raise DownloadError(
-                "\n".join(errors) if len(errors) == 1 else f"{len(errors)} subsets failed:\n  " + "\n  ".join(errors)
+                "\n".join(errors) if len(errors) == 1 else f"{len(errors)} downloads failed:\n  " + "\n  ".join(errors)
             )
-        if not args.skip_prepare:
+        if subsets and not args.skip_prepare:
             run_prepare(cfg.data_dir, subsets, p, args.jobs)
+        for name in lm_files:
+            print(f"{cfg.dataset.lm_file(name)}: md5 {cfg.md5s[name]} verified")
 
 
 if __name__ == "__main__":

@@ -31,12 +31,13 @@ class ArchiveChanged(ExtractError):
 
 
 def check_tar_filters() -> None:
-    """Safe extraction relies on tarfile's extraction filters (filter="data"), new in Python 3.11.4."""
+    """Safe extraction relies on tarfile's extraction filters (filter="data"), new in Python 3.10.12 and
+    3.11.4 (pyproject.toml's requires-python)."""
     if not hasattr(tarfile, "data_filter"):
         version = ".".join(map(str, sys.version_info[:3]))
         raise ExtractError(
             f"this Python ({version}, {sys.executable}) has no tarfile extraction filters "
-            "(tarfile.data_filter), needed for safe extraction: use Python >= 3.11.4"
+            "(tarfile.data_filter), needed for safe extraction: use Python 3.10.12+ or 3.11.4+"
         )
 
 

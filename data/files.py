@@ -82,15 +82,17 @@ def save_npy_atomically(path, array) -> None:
 
 
 def file_digest(path, algorithm: str = "sha256", limit: int | None = None) -> "hashlib._Hash":
-    """The hash object of the file's bytes (only the first `limit` bytes if given)."""
+    """The hash object of the file's bytes (only the first `limit` bytes if given). Read in CHUNKs
+    (hashlib.file_digest is Python 3.11+)."""
+    digest, remaining = hashlib.new(algorithm), limit
     with open(path, "rb") as f:
-        if limit is None:
-            return hashlib.file_digest(f, algorithm)
-        digest, remaining = hashlib.new(algorithm), limit
-        while remaining > 0 and (chunk := f.read(min(CHUNK, remaining))):
+        while (remaining is None or remaining > 0) and (
+            chunk := f.read(CHUNK if remaining is None else min(CHUNK, remaining))
+        ):
             digest.update(chunk)
-            remaining -= len(chunk)
-        return digest
+            if remaining is not None:
+                remaining -= len(chunk)
+    return digest
 
 
 def sha256_file(path) -> str:

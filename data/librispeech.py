@@ -1,4 +1,5 @@
-"""Facts about LibriSpeech (openslr resource 12): the one place they are written down."""
+"""Facts about LibriSpeech (openslr resource 12) and its language models (openslr resource 11): the one
+place they are written down."""
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -46,6 +47,49 @@ def archive_name(subset: str) -> str:
 def official_md5s() -> dict[str, str]:
     """archive file name -> md5, in the form of an md5sum.txt."""
     return {archive_name(s.name): s.md5 for s in SUBSETS.values()}
+
+
+# ---------------------------------------------------------------- the language models (openslr resource 11)
+
+LM_MIRROR = "https://www.openslr.org/resources/11"
+
+
+@dataclass(frozen=True)
+class LmFile:
+    name: str
+    md5: str | None  # None: not known here; the downloader then needs it from --checksums
+    what: str
+
+
+# The md5s are those of openslr's md5sum list for resource 11, as copied into the public downloader
+# sdrobert/pytorch-database-prep (librispeech.py, FILE2MD5), whose seven audio md5s are exactly the
+# SUBSETS' above. They could not be checked against openslr itself from where this was written (no
+# network): a mismatch shows as an md5 error naming the file, and --checksums FILE overrides them.
+# g2p-model-5 and librispeech-lm-corpus.tgz are in neither source: give their md5s with --checksums.
+# Sizes are not recorded: openslr's page lists them rounded (34M, 1.3G); the disk-space check asks the
+# server (Content-Length), as for any file whose size is not known.
+LM_FILES = {
+    f.name: f
+    for f in (
+        LmFile("3-gram.arpa.gz", "74cbb837e582378c26c602e1c8cbcb9c", "trigram ARPA, unpruned"),
+        LmFile("3-gram.pruned.1e-7.arpa.gz", "9a0f1325bcaf3a0f7b7be4be10823c2a", "trigram ARPA, pruned 1e-7"),
+        LmFile("3-gram.pruned.3e-7.arpa.gz", "8f67ec741827742eee05799ab7605b50", "trigram ARPA, pruned 3e-7"),
+        LmFile("4-gram.arpa.gz", "6abdcd5b055bd482e4f9defe91d40408", "4-gram ARPA, unpruned"),
+        LmFile("librispeech-vocab.txt", "bf3cc7a50112831ed8b0afa40cae96a5", "the 200,000-word vocabulary"),
+        LmFile("librispeech-lexicon.txt", "28f72663f6bfed7cd346283c064c315b", "pronunciations of the vocabulary"),
+        LmFile("librispeech-lm-norm.txt.gz", "c83c64c726a1aedfe65f80aa311de402", "the normalised LM training text"),
+        LmFile("librispeech-lm-corpus.tgz", None, "the LM corpus, raw"),
+        LmFile("g2p-model-5", None, "Sequitur G2P model"),
+    )
+}
+# What `download_dataset.sh --lm` fetches: the LM beam search decoders usually take (tens of MB), and
+# the vocabulary a KenLM binary made from it needs as --lexicon.
+DEFAULT_LM_FILES = ("3-gram.pruned.1e-7.arpa.gz", "librispeech-vocab.txt")
+
+
+def official_lm_md5s() -> dict[str, str]:
+    """LM file name -> md5, for the files whose md5 is known here."""
+    return {f.name: f.md5 for f in LM_FILES.values() if f.md5 is not None}
 
 
 # ---------------------------------------------------------------- transcripts (<spk>-<chap>.trans.txt)

@@ -10,7 +10,10 @@ content (sha256) or parsed values. What is checked:
     its audio present, features[offset:offset+frames] inside a float16 shard of n_features columns,
     rows in (duration, id) order; the split manifests are the merge of their subsets' manifests;
   - where a value is known without the data: a subset downloaded from the official archive
-    (.state/download-<subset>.done holds the official md5) has the official utterance count.
+    (.state/download-<subset>.done holds the official md5) has the official utterance count;
+  - the language-model files of download_dataset.sh --lm: every lm/<file> still has the md5 its
+    record (.state/lm-<file>.done) holds, no record lacks its file and no file its record; a note says
+    whether that md5 is the official one.
 
 The printed dataset digest is sha256 over the sorted sha256sum lines of the audio and
 transcripts only, i.e. `grep -h '  LibriSpeech/' checksums/*.sha256 | LC_ALL=C sort -k2 | sha256sum`
@@ -40,8 +43,8 @@ from pathlib import Path
 import exit_status
 from data import dataset_dir, workers
 from data.dataset_dir import CHECKSUMS, FEATURE_CONFIG, FEATURES, MANIFESTS, DatasetDir, DatasetError, command_line
-from data.files import sha256_file
-from data.librispeech import SPLITS, SUBSETS, read_transcripts, transcript_file
+from data.files import file_digest, sha256_file
+from data.librispeech import LM_FILES, SPLITS, SUBSETS, read_transcripts, transcript_file
 
 
 class DatasetCheckFailed(exit_status.Failure):
@@ -97,6 +100,16 @@ def hash_one(data_dir: str, rel: str) -> tuple[str | None, str | None]:
     """(sha256, None) of data_dir/rel, or (None, "missing" or why it cannot be read)."""
     try:
         return sha256_file(Path(data_dir) / rel), None
+    except FileNotFoundError:
+        return None, "missing"
+    except OSError as err:
+        return None, why(err)
+
+
+def md5_one(path: str) -> tuple[str | None, str | None]:
+    """(md5, None) of a file, or (None, "missing" or why it cannot be read): an LM file's check."""
+    try:
+        return file_digest(Path(path), "md5").hexdigest(), None
     except FileNotFoundError:
         return None, "missing"
     except OSError as err:
@@ -383,28 +396,84 @@ def check_hashes(hashes: dict, listed: dict[str, str], report: Report) -> dict[s
     return actual
 
 
+def lm_files_found(dataset: DatasetDir, report: Report) -> list[str]:
+    """The names in lm/ that are files (a .part is an unfinished download: a note, not a file to check)."""
+    try:
+        entries = sorted(os.scandir(dataset.lm_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        report.problems.append(f"unreadable: {dataset_dir.LM}: {why(err)}")
+        return []
+    names = []
+    for entry in entries:
+        if entry.name.endswith(".part"):
+            report.notes.append(
+                f"{dataset_dir.LM}/{entry.name}: an unfinished download; download_dataset.sh --lm resumes it"
+            )
+        elif entry.is_dir():
+            report.problems.append(f"extra: {dataset_dir.LM}/{entry.name}/")
+        else:
+            names.append(entry.name)
+    return names
+
+
+def check_lm_files(dataset: DatasetDir, names: list[str], digests: dict, report: Report) -> None:
+    """Each LM file against its download record (digests: {name: (md5, None) or (None, why)})."""
+    recorded = dataset.recorded_lm_files()
+    for name in sorted(set(recorded) | set(names)):
+        rel = f"{dataset_dir.LM}/{name}"
+        record = []  # [the recorded md5]
+        if name in recorded:
+            record = dataset.lm_marker(name).read_text(encoding="utf-8", errors="replace").split()[:1]
+        if name not in names:
+            report.problems.append(f"missing: {rel} (downloaded: .state/lm-{name}.done records it)")
+            continue
+        if not record:
+            report.problems.append(f"extra: {rel} (no download record; download_dataset.sh --lm fetches, records it)")
+            continue
+        digest, error = digests[name]
+        if error is not None:
+            report.problems.append(f"unreadable: {rel}: {error}")
+        elif digest != record[0]:
+            report.problems.append(f"changed: {rel} (md5 {digest}, recorded {record[0]})")
+        official = LM_FILES[name].md5 if name in LM_FILES else None
+        if official is None:
+            report.notes.append(f"{rel}: no official md5 known; checked against its download record only")
+        elif record[0] == official:
+            report.notes.append(f"{rel}: recorded md5 {record[0]} = official")
+        else:
+            report.notes.append(f"{rel}: recorded md5 {record[0]} is not the official {official}")
+
+
 def verify(data_dir, jobs: int = 1) -> Report:
     """Check the prepared dataset under data_dir; problems name the file or utterance."""
     dataset, report = DatasetDir(data_dir), Report()
+    lm_names = lm_files_found(dataset, report)
+    lm_paths = [str(dataset.lm_file(name)) for name in lm_names]
     with hashing_pool(jobs) as pool:
+        lm_pending = pool.map_async(md5_one, lm_paths) if pool is not None else None  # hashed beside the rest
         records = read_records(dataset, report)
         for subset in dataset.marked("extract"):
             if subset not in records:
                 report.problems.append(
                     f"missing: {dataset_dir.checksums_of(subset)} (subset {subset} extracted but not prepared)"
                 )
-        if not records:
+        if records:
+            listed = {path: digest for subset in records.values() for path, digest in subset.items()}
+            hashes = hashing(dataset.root, sorted(listed), pool, jobs)
+            others = check_contents(dataset, records, listed)  # while the workers hash
+            actual = check_hashes(hashes(), listed, report)
+        else:
             report.problems.append(f"missing: {dataset.root}/{CHECKSUMS}/*.sha256 (nothing prepared)")
-            return report
-        listed = {path: digest for subset in records.values() for path, digest in subset.items()}
-        hashes = hashing(dataset.root, sorted(listed), pool, jobs)
-        others = check_contents(dataset, records, listed)  # while the workers hash
-        actual = check_hashes(hashes(), listed, report)
-    report.problems += others.problems  # the hashes' problems first, as a reader expects
-    report.notes += others.notes
-    audio = dataset_dir.AUDIO + "/"
-    lines = "".join(f"{actual[p]}  {p}\n" for p in sorted(listed) if p.startswith(audio) and actual[p])
-    report.digest = hashlib.sha256(lines.encode()).hexdigest()
+        lm_digests = lm_pending.get() if lm_pending is not None else [md5_one(path) for path in lm_paths]
+    if records:
+        report.problems += others.problems  # the hashes' problems first, as a reader expects
+        report.notes += others.notes
+        audio = dataset_dir.AUDIO + "/"
+        lines = "".join(f"{actual[p]}  {p}\n" for p in sorted(listed) if p.startswith(audio) and actual[p])
+        report.digest = hashlib.sha256(lines.encode()).hexdigest()
+    check_lm_files(dataset, lm_names, dict(zip(lm_names, lm_digests)), report)
     report.problems = list(dict.fromkeys(report.problems))  # one line per problem, first-seen order
     return report
 

@@ -7,7 +7,7 @@ length order, gradient-norm clip 400, lr / 1.1 after every epoch, fp32, with its
 34 WER, never the target of 23.0.
 
 This is history, not a valid run of this benchmark: its unidirectional model differs from the
-benchmark's fixed bidirectional one, so pytorch/ds2_rules.yaml rejects its log (README "What a
+benchmark's fixed bidirectional one, so pytorch/ds2_rules.yaml rejects its log (docs/recipe.md "What a
 submitter may tune").
 """
 

@@ -11,7 +11,7 @@ opens audio (the manifest and the feature shards are its contract, ARCHITECTURE.
 re-extracting every utterance every epoch would cost the loader an STFT per item, and on these
 features a gain is exact (|STFT| is linear in the waveform; on MFCCs it moves c0 alone) while a
 tempo change (sox `tempo`: duration changes, pitch does not) is close to a resampling of the frames
-along time: bench/augment_fidelity.py measures how close against sox (README, Augmentation).
+along time: bench/augment_fidelity.py measures how close against sox (docs/performance.md, Augmentation fidelity).
 
 Why this order: gain and tempo change the signal, so they come before the per-utterance
 normalisation, which then sees the changed utterance as it would have seen the changed audio.

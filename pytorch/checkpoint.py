@@ -10,6 +10,7 @@ import errno
 import os
 import random
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -168,6 +169,7 @@ def snapshot(model, optimizer, scaler, p: params.Params, state: RunState) -> dic
         "rng": rng_state(),
         "params": p.to_dict(),
         "progress": asdict(state),
+        "saved_at": time.time(),  # an elastic restart's clock runs on from here: the lost time counts
     }
 
 

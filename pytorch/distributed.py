@@ -10,6 +10,7 @@ most p.dist_timeout_s for the other ranks: a rank that hangs stops the run with 
 """
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -115,6 +116,23 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def rendezvous_store(me: Launch, timeout: datetime.timedelta) -> dist.Store:
+    """The key-value store the ranks meet in, at MASTER_ADDR:MASTER_PORT (default 29500): torchrun's
+    agent hosts it, else rank 0 does. Its keys are kept apart per elastic restart: torchrun's store
+    outlives the workers, and a restarted rank that read its peer's address from the attempt before
+    (still there) would connect to a dead process and time out."""
+    under_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ.get("MASTER_PORT", "29500")),
+        me.size,
+        is_master=not under_agent and me.rank == 0,
+        timeout=timeout,
+        multi_tenant=True,
+    )
+    return dist.PrefixStore(f"ds2/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 def init(device: str = "auto", backend: str | None = None, timeout_s: float = 1800.0) -> World:
     """This process's World; with several ranks also its process group, whose collectives wait at
     most timeout_s for the others.
@@ -133,14 +151,30 @@ def init(device: str = "auto", backend: str | None = None, timeout_s: float = 18
             raise UsageError("--dist-backend nccl needs CUDA devices; use gloo on CPU")
         if me.launcher != "torchrun" and not os.environ.get("MASTER_ADDR", "").strip():
             raise UsageError(f"{me.launcher}: {me.size} ranks need MASTER_ADDR (and MASTER_PORT) for the rendezvous")
-        os.environ.setdefault("MASTER_PORT", "29500")
+        timeout = datetime.timedelta(seconds=timeout_s)
         try:
-            dist.init_process_group(
-                backend, rank=me.rank, world_size=me.size, timeout=datetime.timedelta(seconds=timeout_s)
-            )
+            dist.init_process_group(backend, store=rendezvous_store(me, timeout), rank=me.rank, world_size=me.size,
+                                    timeout=timeout)  # fmt: skip
         except (RuntimeError, ValueError) as err:
             raise Failure(f"cannot join the process group ({backend}, rank {me.rank} of {me.size}): {err}") from None
     return World(me.rank, me.size, where)
+
+
+# What a collective says when another rank hung or died: gloo's timeouts and closed sockets, NCCL's watchdog.
+PEER_FAILURES = ("Timed out", "timed out", "Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def peer_failure(err: RuntimeError, world: World, timeout_s: float) -> Failure | None:
+    """The Failure to report for a collective that another rank never answered (None: not that)."""
+    text = str(err)
+    if not world.distributed or not (isinstance(err, dist.DistError) or any(m in text for m in PEER_FAILURES)):
+        return None
+    what = "timed out" if "imed out" in text else "lost its connection"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    return Failure(
+        f"rank {world.rank} of {world.size}: a collective {what} (dist_timeout_s={timeout_s:g}): another rank hung "
+        f"or died; the launcher's report names the ranks that failed [{first[:300]}]"
+    )
 
 
 def finish(world: World, completed: bool = True) -> None:
@@ -193,18 +227,22 @@ def _sum_gradients(process_group, bucket: dist.GradBucket) -> torch.futures.Futu
 def wrap(model: torch.nn.Module, world: World) -> torch.nn.Module:
     """DistributedDataParallel around the model when there are several ranks (else the model itself).
 
-    broadcast_buffers=False: the BatchNorm running statistics are averaged over every micro-batch of
-    every rank by the trainer (RunningStats), not copied from rank 0 at each forward.
+    No buffer sync at each forward: the BatchNorm running statistics are averaged over every
+    micro-batch of every rank by the trainer (RunningStats), not copied from rank 0. (torch 2.13 names
+    that forward_sync_buffers=False and deprecates broadcast_buffers=False; 2.11 and 2.12 know only the
+    latter. Syncing at init, which 2.13 still does, copies what every rank already holds: same seed.)
     """
     if not world.distributed:
         return model
+    parameters = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    no_buffer_sync = {"forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers": False}
     ddp = torch.nn.parallel.DistributedDataParallel(
         model,
         # No device_ids: DDP would then copy every input tensor to the GPU, the lengths too, which must
         # stay on the host (CTC reads them there; copying them back would stop the host once per step).
         device_ids=None,
-        broadcast_buffers=False,
         gradient_as_bucket_view=True,
+        **no_buffer_sync,
     )
     ddp.register_comm_hook(None, _sum_gradients)
     return ddp

@@ -1,12 +1,15 @@
-"""Evaluate a trained checkpoint on a prepared split: WER, CER and throughput with greedy decoding.
+"""Evaluate a trained checkpoint on a prepared split: WER, CER and throughput, with greedy decoding (the
+benchmark's metric) or a beam search with an optional word n-gram LM (pytorch.decoders).
 
     python -m pytorch.evaluate --checkpoint results/checkpoints/best.pt --data-dir LibriSpeech_dataset --split test
+    python -m pytorch.evaluate --checkpoint best.pt --split test --decoder beam --lm lm.arpa --lm-weight 0.8
 
 The parameters (model shape, features) come from the checkpoint; the dataset's features.json must
 match them. Decoding and error counting are the trainer's own (pytorch.inference), so the WER
-printed here for the validation split is the one the trainer logged for that checkpoint.
-Exit status (exit_status.py): 0 done, 1 a missing or unusable checkpoint, manifest or features, or a
-predictions file that cannot be written, 2 bad usage.
+printed here for the validation split with the greedy decoder is the one the trainer logged for that
+checkpoint. The time and throughput printed include decoding.
+Exit status (exit_status.py): 0 done, 1 a missing or unusable checkpoint, manifest, features or LM, or
+a predictions file that cannot be written, 2 bad usage.
 """
 
 import argparse
@@ -17,15 +20,16 @@ import torch
 
 import exit_status
 import params
-from pytorch import inference, loader, results
+from pytorch import decoders, inference, loader, results
 
 
-def report(result: inference.SplitResult, split: str) -> str:
+def report(result: inference.SplitResult, split: str, decoder: str = "greedy") -> str:
     """The lines a user reads: error rates, then how much audio was decoded how fast."""
     counts, seconds, audio_s, n = result.counts, result.seconds, result.audio_s, result.utterances
     return "\n".join(
         [
             f"split: {split}",
+            f"decoder: {decoder}",
             f"WER (corpus): {counts.wer:.2f}%  ({counts.word_edits} edits / {counts.words} words)",
             f"WER (per-utterance mean, as the 2018 code): {counts.wer_per_utterance_mean:.2f}%",
             f"CER: {counts.cer:.2f}%",
@@ -41,9 +45,12 @@ def report(result: inference.SplitResult, split: str) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m pytorch.evaluate",
-        description="Evaluate a DeepSpeech2 checkpoint on a prepared split with greedy CTC decoding: "
-        "corpus WER, per-utterance mean WER, CER and throughput.",
-        epilog="Exit status: 0 done, 1 missing or unusable checkpoint, manifest or features, 2 bad usage.",
+        description="Evaluate a DeepSpeech2 checkpoint on a prepared split: corpus WER, per-utterance mean "
+        "WER, CER and throughput, with greedy CTC decoding (the benchmark's metric) or a beam search with "
+        "an optional word n-gram LM.",
+        epilog="An LM: python -m pytorch.lm (from training transcripts) or download_dataset.sh --lm (LibriSpeech's "
+        "official ones); its weights: python -m pytorch.tune_lm. Exit status: 0 done, 1 missing or unusable "
+        "checkpoint, manifest, features or LM, 2 bad usage.",
     )
     parser.add_argument(
         "--checkpoint", required=True, type=Path, help="a .pt written by training (checkpoints/best.pt or last.pt)"
@@ -67,6 +74,7 @@ def parse_args(argv):
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"
     )
+    decoders.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be at least 1")
@@ -76,16 +84,19 @@ def parse_args(argv):
 
 
 def run(args) -> None:
+    config = decoders.config_from_args(args)
     model, p = inference.load_model(args.checkpoint, args.device, args.precision)
     loader.check_features(args.data_dir, p)
+    decoder = decoders.make_decoder(config)
     batch_size = args.batch_size or p.micro_batch(1)  # as training validates: never a whole global batch at once
     workers = p.num_workers if args.num_workers is None else args.num_workers
-    result = inference.evaluate_split(model, loader.open_split(args.data_dir, args.split), batch_size, workers)
+    split = loader.open_split(args.data_dir, args.split)
+    result = inference.evaluate_split(model, split, batch_size, workers, decoder)
     print(
         f"checkpoint: {args.checkpoint} ({sum(t.numel() for t in model.parameters()):,} parameters, "
         f"precision {p.precision})"
     )
-    print(report(result, args.split))
+    print(report(result, args.split, decoder.description))
     if args.predictions:
         rows = [{"id": i, "reference": ref, "hypothesis": hyp} for i, ref, hyp in result.predictions]
         try:

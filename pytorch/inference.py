@@ -3,7 +3,8 @@ whole split to its errors and throughput.
 
 Used by training (validation after every epoch), pytorch.evaluate, pytorch.transcribe and
 bench.inference_latency. It never imports the training loop. The model handles precision and
-short inputs itself (pytorch.model), so inference is: features -> model -> greedy decode -> counts.
+short inputs itself (pytorch.model), so inference is: features -> model -> decode -> counts. The
+decoder is greedy unless a caller passes another (pytorch.decoders): training always decodes greedily.
 """
 
 import dataclasses
@@ -15,7 +16,8 @@ import torch.distributed as dist
 
 import params
 from pytorch import checkpoint, distributed, loader, precision
-from pytorch.decode import ErrorCounts, greedy_decode
+from pytorch.decode import ErrorCounts
+from pytorch.decoders import Decoder, GreedyDecoder
 from pytorch.distributed import World
 from pytorch.model import DeepSpeech2
 
@@ -45,23 +47,29 @@ def load_model(path, device, precision_override: str | None = None) -> tuple[Dee
     return model.to(device).eval(), p
 
 
+GREEDY = GreedyDecoder()
+
+
 @torch.no_grad()
-def decode_batch(model, features: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-    """Padded features (N, F, T) on the model's device, true lengths (N,) -> N greedy transcripts."""
+def decode_batch(model, features: torch.Tensor, lengths: torch.Tensor, decoder: Decoder = GREEDY) -> list[str]:
+    """Padded features (N, F, T) on the model's device, true lengths (N,) -> N transcripts (greedy
+    unless another decoder is given)."""
     log_probs, out_lengths = model(features, lengths)
-    return greedy_decode(log_probs, out_lengths)
+    return decoder.decode(log_probs, out_lengths)
 
 
 @torch.no_grad()
-def evaluate(model, data_loader, world: World) -> tuple[ErrorCounts, list[tuple[str, str, str]]]:
-    """Greedy-decode every batch of data_loader (this rank's shard) -> (ErrorCounts summed over ranks,
-    predictions (id, reference, hypothesis) of all ranks, rank 0's first)."""
+def evaluate(
+    model, data_loader, world: World, decoder: Decoder = GREEDY
+) -> tuple[ErrorCounts, list[tuple[str, str, str]]]:
+    """Decode every batch of data_loader (this rank's shard; greedy unless another decoder is given) ->
+    (ErrorCounts summed over ranks, predictions (id, reference, hypothesis) of all ranks, rank 0's first)."""
     model.eval()
     counts, predictions = ErrorCounts(), []
     for batch in data_loader:
         features = batch.features.to(world.device, non_blocking=True)
         for utt_id, reference, hypothesis in zip(
-            batch.ids, batch.transcripts, decode_batch(model, features, batch.lengths)
+            batch.ids, batch.transcripts, decode_batch(model, features, batch.lengths, decoder)
         ):
             counts.add(reference, hypothesis)
             predictions.append((utt_id, reference, hypothesis))
@@ -78,7 +86,7 @@ def evaluate(model, data_loader, world: World) -> tuple[ErrorCounts, list[tuple[
 
 @dataclasses.dataclass
 class SplitResult:
-    """A split greedy-decoded by one process: its errors, predictions and how fast it went."""
+    """A split decoded by one process: its errors, predictions and how fast it went."""
 
     counts: ErrorCounts
     predictions: list[tuple[str, str, str]]  # (id, reference, hypothesis) per utterance, in batch order
@@ -87,15 +95,60 @@ class SplitResult:
     seconds: float  # decoding wall time, data loading included
 
 
-def evaluate_split(model, split: loader.Split, batch_size: int, num_workers: int) -> SplitResult:
-    """Greedy-decode every utterance of the split in length-ordered batches, on the model's device."""
+def evaluate_split(
+    model, split: loader.Split, batch_size: int, num_workers: int, decoder: Decoder = GREEDY
+) -> SplitResult:
+    """Decode every utterance of the split in length-ordered batches, on the model's device (greedy
+    unless another decoder is given)."""
     world = distributed.single(next(model.parameters()).device)
     cuda = world.device.type == "cuda"
-    batches = loader.global_batches(len(split), batch_size, shuffle=False, seed=0, epoch=0)  # unshuffled: no seed
-    data_loader = loader.make_loader(split.dataset, batches, num_workers, pin_memory=cuda)
+    data_loader = _split_loader(split, batch_size, num_workers, cuda)
     start = time.perf_counter()
-    counts, predictions = evaluate(model, data_loader, world)
+    counts, predictions = evaluate(model, data_loader, world, decoder)
     if cuda:
         torch.cuda.synchronize(world.device)  # the clock stops when the device is done, not when it was asked
     seconds = time.perf_counter() - start
     return SplitResult(counts, predictions, len(split), float(split.manifest.duration.sum()), seconds)
+
+
+def _split_loader(split: loader.Split, batch_size: int, num_workers: int, pin_memory: bool):
+    batches = loader.global_batches(len(split), batch_size, shuffle=False, seed=0, epoch=0)  # unshuffled: no seed
+    return loader.make_loader(split.dataset, batches, num_workers, pin_memory=pin_memory)
+
+
+@dataclasses.dataclass
+class Emission:
+    """One utterance's model output, kept to be decoded many times (LM tuning, decoder benches)."""
+
+    id: str
+    reference: str
+    log_probs: torch.Tensor  # (T', C) float32 on the CPU
+    audio_s: float
+
+
+@torch.no_grad()
+def split_emissions(model, split: loader.Split, batch_size: int, num_workers: int) -> tuple[list[Emission], float]:
+    """The log-probabilities of every utterance of the split -> (emissions in batch order, seconds the
+    forward passes took, data loading included)."""
+    device = next(model.parameters()).device
+    model.eval()
+    manifest = split.manifest
+    durations = {manifest.id(i): float(manifest.duration[i]) for i in range(len(manifest))}
+    emissions = []
+    start = time.perf_counter()
+    for batch in _split_loader(split, batch_size, num_workers, device.type == "cuda"):
+        log_probs, out_lengths = model(batch.features.to(device, non_blocking=True), batch.lengths)
+        log_probs = log_probs.float().cpu()
+        for n, (utt_id, reference, length) in enumerate(zip(batch.ids, batch.transcripts, out_lengths.tolist())):
+            emissions.append(Emission(utt_id, reference, log_probs[:length, n].clone(), durations[utt_id]))
+    return emissions, time.perf_counter() - start
+
+
+def decode_emissions(emissions: list[Emission], decoder: Decoder) -> tuple[ErrorCounts, list[str]]:
+    """Decode each kept emission alone -> (its errors, the hypotheses in order)."""
+    counts, hypotheses = ErrorCounts(), []
+    for emission in emissions:
+        hypothesis = decoder.decode(emission.log_probs.unsqueeze(1), torch.tensor([emission.log_probs.shape[0]]))[0]
+        counts.add(emission.reference, hypothesis)
+        hypotheses.append(hypothesis)
+    return counts, hypotheses

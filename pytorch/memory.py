@@ -99,8 +99,8 @@ def check(
             f"{seconds} s ({frames} frames), from batch_size={p.batch_size} over {world.size} process(es) x "
             f"{p.accumulation_steps(world.size)} accumulation steps (gradient_accumulation_steps="
             f"{p.gradient_accumulation_steps}, micro_batch_size={p.micro_batch_size}) and "
-            f"max_duration={p.max_duration:g}; raise gradient_accumulation_steps (or lower micro_batch_size), "
-            f"lower batch_size or set max_duration (docs/gpu.md: memory guidance) [{str(err).splitlines()[0]}]"
+            f"max_duration={p.max_duration:g}; raise gradient_accumulation_steps (or lower micro_batch_size) or "
+            f"lower batch_size (docs/gpu.md: memory guidance) [{str(err).splitlines()[0]}]"
         ) from None
     finally:
         optimizer.zero_grad(set_to_none=True)

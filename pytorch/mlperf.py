@@ -21,6 +21,7 @@ The checker joins --config onto its own package directory, so the path must be a
 
 import argparse
 import itertools
+import json
 import logging
 import subprocess
 import sys
@@ -90,6 +91,16 @@ class MLPerfLog:
             self.event(log_key(name), value)
         self.event("train_samples", train_samples)
         self.event("eval_samples", eval_samples)
+
+    def start_run(self, p: params.Params, samples: tuple[int, int], accumulation_steps: int, recurrent) -> None:
+        """The end of init and the start of the clock: the configuration (hyperparameters; what the
+        recurrent layers really compute in and on which kernel, a pytorch.precision.RecurrentKernel),
+        init_stop, run_start."""
+        self.hyperparameters(p, *samples, accumulation_steps)
+        self.event("recurrent_dtype", recurrent.dtype)
+        self.event("recurrent_kernel", recurrent.kernel)
+        self.end("init_stop")
+        self.start("run_start")
 
     def close(self) -> None:
         if self._logger is not None:
@@ -182,6 +193,14 @@ def _event_rules() -> list[dict]:
             ],
             "s['last_wer'] = v['value']; s['last_eval_epoch'] = v['metadata']['epoch_num']",
         ),
+        # An elastic restart (torchrun's MAX_RESTARTS) continues the same run from its last checkpoint, whose
+        # epochs are all evaluated: the epoch counter goes back to the checkpoint's, the clock runs on.
+        event(
+            "restart",
+            "OPTIONAL",
+            ["s['run_started'] and not s['run_stopped']", "v['metadata']['epoch_num'] <= s['last_eval_epoch']"],
+            "s['in_epoch'] = False; s['last_epoch'] = s['last_eval_epoch'] = v['metadata']['epoch_num']",
+        ),
         event(
             "run_stop",
             "EXACTLY_ONE",
@@ -213,7 +232,8 @@ def rules(benchmark: bool) -> list[dict]:
     ]
     if benchmark:
         samples = [
-            _key("train_samples", f"is_integer(v['value']) and 1 <= v['value'] <= {TRAIN_UTTERANCES}"),
+            # the whole training set, every epoch: no submitter can shrink it (max_duration is fixed at 0)
+            _key("train_samples", f"v['value'] == {TRAIN_UTTERANCES}"),
             _key("eval_samples", f"v['value'] == {VALIDATION_UTTERANCES}"),  # dev-clean + dev-other, whole
         ]
     else:
@@ -259,6 +279,28 @@ def rules_text(benchmark: bool) -> str:
 def write_rules() -> None:
     for benchmark, path in ((True, RULES), (False, LOG_RULES)):
         path.write_text(rules_text(benchmark))
+
+
+# ---------------------------------------------------------------- reading a log back
+
+
+def read_events(log_path: Path) -> list[dict]:
+    """The :::MLLOG events of a log, in order (malformed lines left to the checker to report)."""
+    events = []
+    for line in Path(log_path).read_text(encoding="utf-8").splitlines():
+        if line.startswith(":::MLLOG "):
+            try:
+                events.append(json.loads(line[len(":::MLLOG ") :]))
+            except ValueError:
+                continue
+    return events
+
+
+def run_start_time(results_dir: Path) -> float | None:
+    """Wall time (s) of the run's run_start in its log: where an elastic restart's clock counts from."""
+    path = Path(results_dir) / LOG_NAME
+    starts = [e["time_ms"] for e in read_events(path) if e["key"] == "run_start"] if path.is_file() else []
+    return starts[0] / 1000 if starts else None
 
 
 # ---------------------------------------------------------------- the checker

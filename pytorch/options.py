@@ -6,6 +6,7 @@ checked) here, so a bad one is a usage error before any work.
 """
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ class RunOptions:
     device: str = "auto"  # auto (this rank's GPU, else the CPU), cpu, cuda or cuda:N
     dist_backend: str | None = None  # nccl | gloo; None: nccl between GPUs, gloo on CPU
     overrides: tuple[str, ...] = field(default=())  # the key=value words params came from
+    restart: int = 0  # torchrun's elastic restarts of this run so far (MAX_RESTARTS): it continues, clock too
 
     def trainer_argv(self) -> list[str]:
         """The `python -m pytorch.train` arguments of these options (for torchrun's workers)."""
@@ -82,4 +84,5 @@ def parse_trainer_args(argv: list[str] | None) -> RunOptions:
         args.device,
         args.dist_backend,
         tuple(args.overrides),
+        int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or "0"),
     )

@@ -70,10 +70,12 @@ def check_run(run: RunOptions, device: torch.device, main: bool = True) -> Check
     if run.dry_run:
         return Checked(recurrent, None)
     check_data(run.data_dir, p)
-    results.prepare_dir(run.results_dir, run.resume, create=main)
+    results.prepare_dir(run.results_dir, run.resume or run.restart > 0, create=main)
     if main:
         checkpoint.remove_stale_temporaries(checkpoint.checkpoint_dir(run.results_dir))  # a killed run's
-    return Checked(recurrent, checkpoint.load_resume(run.results_dir, p) if run.resume else None)
+    # An elastic restart continues from the last checkpoint if the run wrote one, else from the start.
+    resume = run.resume or (run.restart > 0 and checkpoint.last_path(run.results_dir).is_file())
+    return Checked(recurrent, checkpoint.load_resume(run.results_dir, p) if resume else None)
 
 
 def dry_run(run: RunOptions, world: World, checked: Checked) -> ExitStatus:

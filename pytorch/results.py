@@ -4,7 +4,8 @@
     metrics.jsonl                one line per epoch (METRIC_KEYS)
     predictions/epoch_<n>.jsonl  id, reference, hypothesis of every validation utterance
     result.json                  status, epochs, best/final WER, time to train, target, params
-    curves.png                   train loss and validation WER per epoch, with the target line
+    curves.png                   train loss and validation WER per epoch, with the target line (only where
+                                 matplotlib is installed: an offline GPU machine's wheelhouse leaves it out)
     tensorboard/                 event files: per-step and per-epoch scalars (pytorch.tensorboard)
     mlperf_log.txt               MLPerf compliance log (pytorch.mlperf)
     checkpoints/                 last.pt, best.pt (pytorch.checkpoint)
@@ -115,6 +116,7 @@ class RunOutcome:
     time_to_train_s: float
     resumed: int = 0  # segments resumed from a checkpoint; MLPerf times only unbroken runs
     precision: dict = field(default_factory=dict)  # what the run really computed in, and on which kernel
+    restarts: int = 0  # elastic restarts after a rank failed: the same run went on (its time includes the loss)
 
 
 def write_result(results_dir: Path, outcome: RunOutcome, p_dict: dict) -> dict:
@@ -128,6 +130,7 @@ def write_result(results_dir: Path, outcome: RunOutcome, p_dict: dict) -> dict:
         "time_to_train_s": outcome.time_to_train_s,
         "target_wer": p_dict["target_wer"],
         "resumed": outcome.resumed,
+        "restarts": outcome.restarts,
         "precision": outcome.precision,
         "params": p_dict,
     }
@@ -145,13 +148,18 @@ def read_status(results_dir: Path) -> str:
     return status
 
 
-def plot_curves(results_dir: Path, metrics: list[EpochMetrics], target_wer: float) -> None:
-    """curves.png: train loss and validation WER (with the target) per epoch, side by side."""
-    import matplotlib
+def plot_curves(results_dir: Path, metrics: list[EpochMetrics], target_wer: float) -> bool:
+    """curves.png: train loss and validation WER (with the target) per epoch, side by side. Optional:
+    where matplotlib cannot be imported (the offline wheelhouse leaves it out) nothing is drawn or
+    written, and False is returned (the same curves are in the TensorBoard event files); True once drawn."""
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+        matplotlib.use("Agg")  # no display on servers; must precede pyplot
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        return False
 
     epochs = [m.epoch for m in metrics]
     fig, (loss_ax, wer_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -171,3 +179,4 @@ def plot_curves(results_dir: Path, metrics: list[EpochMetrics], target_wer: floa
             fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
+    return True

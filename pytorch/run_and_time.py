@@ -9,7 +9,7 @@ as other MLPerf references do (seconds: wall time from before the trainer starts
 One process runs the trainer here; NPROC > 1 or NNODES > 1 runs it under torchrun. Exit status
 (exit_status.py): 0 target reached, 3 every epoch run without reaching it, 1 error, 2 bad usage.
 
-This is the training loop's launcher, so it alone besides pytorch.train imports pytorch.train: every
+This is the training loop's launcher (it and the benches that time the trainer's own step import pytorch.train): every
 check that can refuse the run (pytorch.preflight.check_run) runs before the clock starts, and one
 process runs the trainer in this interpreter, so the timed run holds no second interpreter start and
 torch import, and its exit status and Ctrl-C handling are the trainer's own. The inference side
@@ -47,10 +47,16 @@ Trains DeepSpeech2 until the validation WER reaches target_wer and prints, as ot
   --dry-run          check the parameters (and the data, if there), print the model; no training
   key=value          parameter overrides, e.g. preset=demo lr=3e-4 (python -m pytorch.train --help)
 
-Environment: NPROC (processes per node, default 1), NNODES (default 1), NODE_RANK, MASTER_ADDR,
-MASTER_PORT (default 29500): with NPROC > 1 or NNODES > 1 the trainer runs under torchrun. With
-NNODES > 1, --results-dir must be on a file system all nodes share (rank 0 writes, every rank resumes
-from it). PYTORCH_CUDA_ALLOC_CONF defaults to expandable_segments:True.
+Environment (docs/cluster.md):
+  NPROC (processes per node, default 1), NNODES (default 1), NODE_RANK (default: Slurm's SLURM_NODEID),
+  MASTER_ADDR, MASTER_PORT (default 29500): with NPROC > 1 or NNODES > 1 one torchrun per node starts
+  the trainers. MAX_RESTARTS=N (default 0): torchrun restarts every rank up to N times after one fails,
+  and the run continues from its last checkpoint, its clock running on.
+  Without torchrun, one task per GPU: under srun (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID) or mpirun
+  (OMPI_COMM_WORLD_*), each task is one rank; MASTER_ADDR names the rendezvous. Rank 0 alone prints
+  the timing lines.
+  With several nodes, --results-dir must be on a file system all nodes share (rank 0 writes, every
+  rank resumes from it). PYTORCH_CUDA_ALLOC_CONF defaults to expandable_segments:True.
 
 Exit status: 0 target reached, 1 error, 2 bad usage or parameters, 3 aborted (every epoch run without
 reaching the target: MLPerf counts that as a failed run; result.json says status "aborted").
@@ -82,23 +88,32 @@ def env_count(name: str, default: int, low: int = 1) -> int:
     return int(text)
 
 
+def node_rank() -> int:
+    """This node's rank: NODE_RANK, else Slurm's node id (one torchrun per node under srun), else 0."""
+    if os.environ.get("NODE_RANK", "").strip():
+        return env_count("NODE_RANK", 0, low=0)
+    return env_count("SLURM_NODEID", 0, low=0)
+
+
 def launcher(argv: list[str]) -> list[str] | None:
-    """The torchrun command for NPROC > 1 or NNODES > 1 (None: run in this process)."""
-    nproc, nnodes = env_count("NPROC", 1), env_count("NNODES", 1)
-    if nproc == 1 and nnodes == 1:
+    """The torchrun command for NPROC > 1, NNODES > 1 or MAX_RESTARTS > 0 (None: run in this process)."""
+    nproc, nnodes, restarts = env_count("NPROC", 1), env_count("NNODES", 1), env_count("MAX_RESTARTS", 0, low=0)
+    if nproc == 1 and nnodes == 1 and restarts == 0:
         return None
+    if distributed.launch().launcher in ("slurm", "mpi") and nnodes == 1 and distributed.launch().size > 1:
+        raise UsageError("one task per GPU (srun/mpirun) runs without torchrun: leave NPROC and MAX_RESTARTS unset")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
+    torchrun += ["--max-restarts", str(restarts)]
     if nnodes == 1:
         torchrun += ["--standalone"]  # one node: torchrun picks a free port, so parallel runs cannot collide
     else:
-        node_rank = env_count("NODE_RANK", -1, low=0)
-        address = os.environ.get("MASTER_ADDR", "").strip()
-        if node_rank < 0 or not address:
-            raise UsageError("NNODES > 1 needs NODE_RANK and MASTER_ADDR (and MASTER_PORT, default 29500)")
-        if node_rank >= nnodes:
-            raise UsageError(f"NODE_RANK={node_rank}: must be below NNODES={nnodes}")
+        rank, address = node_rank(), os.environ.get("MASTER_ADDR", "").strip()
+        if not address:
+            raise UsageError("NNODES > 1 needs MASTER_ADDR (and NODE_RANK outside Slurm; MASTER_PORT, default 29500)")
+        if rank >= nnodes:
+            raise UsageError(f"NODE_RANK={rank}: must be below NNODES={nnodes}")
         port = env_count("MASTER_PORT", 29500)
-        torchrun += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--master-addr", address]
+        torchrun += ["--nnodes", str(nnodes), "--node-rank", str(rank), "--master-addr", address]
         torchrun += ["--master-port", str(port)]
     return [*torchrun, "-m", "pytorch.train", *argv]
 
@@ -116,8 +131,11 @@ def stamp() -> str:
 
 def options_of(args: argparse.Namespace) -> RunOptions:
     """The run these arguments ask for; the results directory defaults to results/<date-time>."""
-    if env_count("NNODES", 1) > 1 and args.results_dir is None and not args.dry_run:
-        raise UsageError("NNODES > 1 needs --results-dir on a file system every node shares (checkpoints, resume)")
+    several = env_count("NNODES", 1) > 1 or distributed.launch().size > 1  # nodes, or srun/mpirun tasks
+    if several and args.results_dir is None and not args.dry_run:
+        raise UsageError(
+            "several nodes or tasks need --results-dir on a file system all of them share (checkpoints, resume)"
+        )
     results_dir = args.results_dir or (None if args.dry_run else REPO / "results" / time.strftime("%Y%m%d-%H%M%S"))
     return RunOptions(
         params.parse(args.overrides),
@@ -138,25 +156,41 @@ def run(args: argparse.Namespace) -> ExitStatus:
     if options.dry_run:
         return train.train(options)
     command = launcher(options.trainer_argv())
+    # One launcher per node under torchrun, one per rank under srun/mpirun: the first one speaks.
+    speaks = node_rank() == 0 if command else distributed.launch().rank == 0
     # Everything that can refuse the run does so now, before the clock starts (on this node's first device).
-    checked = preflight.check_run(options, distributed.pick_device(options.device))
+    checked = preflight.check_run(options, distributed.pick_device(options.device), main=speaks)
     start, start_stamp = time.time(), stamp()
-    print(f"STARTING TIMING RUN AT {start_stamp}", flush=True)
-    if command is None:
-        status = train.train(options, checked)
-    else:
-        del checked  # each rank checks again on its own device (and loads its own copy of a resumed checkpoint)
-        # The workers run from the repo with PYTHONSAFEPATH, so no data/ folder of the caller's is imported.
-        env = dict(os.environ, PYTHONSAFEPATH="1")
-        completed = subprocess.run(command, cwd=REPO, env=env).returncode == 0
-        # Every node reads the run's status: the results directory is shared between nodes.
-        status = results.exit_status_of(results.read_status(options.results_dir)) if completed else ExitStatus.ERROR
+    if speaks:
+        print(f"STARTING TIMING RUN AT {start_stamp}", flush=True)
+    status = timed(options, command, checked)
     end = time.time()
-    print(f"ENDING TIMING RUN AT {stamp()}", flush=True)
-    print(f"RESULT,{BENCHMARK},{options.params.seed},{round(end - start)},{user()},{start_stamp}", flush=True)
-    if status == ExitStatus.TARGET_MISSED:
+    if speaks:
+        print(f"ENDING TIMING RUN AT {stamp()}", flush=True)
+        print(f"RESULT,{BENCHMARK},{options.params.seed},{round(end - start)},{user()},{start_stamp}", flush=True)
+    if status == ExitStatus.TARGET_MISSED and speaks:
         print(f"Target not reached: run aborted (see {options.results_dir / 'result.json'})", file=sys.stderr)
     return status
+
+
+def timed(options: RunOptions, command: list[str] | None, checked: preflight.Checked) -> ExitStatus:
+    """The training, in this process or under torchrun -> the run's exit status (from result.json,
+    which every node can read: the results directory is shared, and ranks of a distributed run exit 0
+    whether or not the target was reached)."""
+    if command is None:
+        status = train.train(options, checked)
+        distributed_run = distributed.launch().size > 1
+        return results.exit_status_of(results.read_status(options.results_dir)) if distributed_run else status
+    del checked  # each rank checks again on its own device (and loads its own copy of a resumed checkpoint)
+    # The workers run from the repo with PYTHONSAFEPATH, so no data/ folder of the caller's is imported.
+    done = subprocess.run(command, cwd=REPO, env=dict(os.environ, PYTHONSAFEPATH="1"))
+    if done.returncode != 0:
+        exit_status.error(
+            f"the training processes stopped (torchrun exit status {done.returncode}): torchrun's report above "
+            "('Root Cause') names the rank that failed first; the others were stopped"
+        )
+        return ExitStatus.ERROR
+    return results.exit_status_of(results.read_status(options.results_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from pytorch import checkpoint, distributed, inference, loader, memory, precisio
 from pytorch.batchnorm import RunningStats
 from pytorch.checkpoint import RunState
 from pytorch.distributed import World
-from pytorch.mlperf import MLPerfLog
+from pytorch.mlperf import MLPerfLog, run_start_time
 from pytorch.model import DeepSpeech2, probe_recurrent
 from pytorch.options import RunOptions, parse_trainer_args
 
@@ -266,6 +266,11 @@ def train(run: RunOptions, checked: preflight.Checked | None = None) -> ExitStat
         checked = checked or preflight.check_run(run, world.device, main=world.main)
         status = preflight.dry_run(run, world, checked) if run.dry_run else fit(run, world, checked)
         completed = True
+    except RuntimeError as err:  # a rank that hangs or dies: one error line, after dist_timeout_s at most
+        failure = distributed.peer_failure(err, world, run.params.dist_timeout_s)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         distributed.finish(world, completed)
     if world.distributed and status == ExitStatus.TARGET_MISSED:
@@ -282,7 +287,7 @@ def fit(run: RunOptions, world: World, checked: preflight.Checked) -> ExitStatus
         world.say(f"{run.results_dir}: the run already finished after {state.epoch} epochs; nothing to resume")
         return results.exit_status_of(results.status_of(state.reached(p.target_wer)))
     lock = DatasetDir(run.data_dir).lock(f"python -m pytorch.train (rank {world.rank})", shared=True)
-    log = MLPerfLog(run.results_dir, enabled=world.main, append=saved is not None)
+    log = MLPerfLog(run.results_dir, enabled=world.main, append=saved is not None or run.restart > 0)
     board = tensorboard.EventWriter(run.results_dir / tensorboard.DIRECTORY, enabled=world.main)
     try:
         with lock:
@@ -294,18 +299,20 @@ def fit(run: RunOptions, world: World, checked: preflight.Checked) -> ExitStatus
 
 def timed_run(run: RunOptions, world: World, checked: preflight.Checked, log: MLPerfLog, board) -> ExitStatus:
     """Init (logged: the splits, the model, a resumed state, the memory check), then the clock runs:
-    epochs of training and evaluation until the stop rule."""
-    p = run.params
-    log.event("cache_clear", True)
-    log.start("init_start")
+    epochs of training and evaluation until the stop rule. After an elastic restart the same run goes
+    on: no second init or run_start, a `restart` event, and the clock counts the time lost."""
+    p, saved = run.params, checked.resume_from
+    if not run.restart:
+        log.event("cache_clear", True)
+        log.start("init_start")
     train_split = loader.open_training_split(run.data_dir, p)  # augmented as p says; validation never is
     val_split = loader.open_split(run.data_dir, p.val_manifest)
     batches = loader.TrainingBatches(train_split, p, world)
     trainer = build_trainer(p, world, batches.steps() * p.epochs, checked.recurrent)
     state = RunState()
-    if checked.resume_from is not None:
-        state = checkpoint.restore(checked.resume_from, trainer.model, trainer.optimizer, trainer.scaler)
-        state.resumed += 1
+    if saved is not None:
+        state = checkpoint.restore(saved, trainer.model, trainer.optimizer, trainer.scaler)
+        state.resumed += 0 if run.restart else 1
         world.say(f"Resumed from {checkpoint.last_path(run.results_dir)} after epoch {state.epoch}")
     world.say(
         f"Training utterances: {len(train_split):,}; validation utterances: {len(val_split):,}; "
@@ -315,22 +322,24 @@ def timed_run(run: RunOptions, world: World, checked: preflight.Checked, log: ML
         loss_of = lambda batch: micro_batch_loss(trainer.model, batch, p, world.device)  # noqa: E731
         fits = memory.check(trainer.model, trainer.optimizer, train_split, p, world, loss_of)
         world.say(f"Longest micro-batch ({fits.utterances} x {fits.seconds} s): peak {fits.peak_bytes / 2**30:.1f} GiB")
-    log.hyperparameters(p, len(train_split), len(val_split), p.accumulation_steps(world.size))
-    log.event("recurrent_dtype", trainer.recurrent.dtype)  # what the GRUs really compute in,
-    log.event("recurrent_kernel", trainer.recurrent.kernel)  # and which kernel computes them
-    if world.main:
-        results.write_params(run.results_dir, p.to_dict())
-    log.end("init_stop")
-    log.start("run_start")
+    if run.restart:
+        log.event("restart", run.restart, metadata={"epoch_num": state.epoch})
+        clock_start = saved["saved_at"] if saved else run_start_time(run.results_dir) or time.time()
+    else:
+        if world.main:
+            results.write_params(run.results_dir, p.to_dict())
+        log.start_run(p, (len(train_split), len(val_split)), p.accumulation_steps(world.size), trainer.recurrent)
+        clock_start = time.time()
     val_loader = loader.evaluation_loader(val_split, p, world)
-    return run_epochs(trainer, state, batches, val_loader, log, board, run)
+    return run_epochs(trainer, state, (batches, val_loader), (log, board), run, clock_start)
 
 
-def run_epochs(trainer: Trainer, state: RunState, batches, val_loader, log: MLPerfLog, board, run) -> ExitStatus:
+def run_epochs(trainer: Trainer, state: RunState, data, logs, run: RunOptions, clock_start: float) -> ExitStatus:
     """Train and evaluate epoch after epoch from state.epoch until the stop rule; run_stop is logged
-    when the clock stops, before any saving."""
-    p, world = trainer.p, trainer.world
-    run_start, stop_time = time.time(), None
+    when the clock stops, before any saving. The run's time is state.train_seconds (earlier segments)
+    plus this segment's from clock_start."""
+    (p, world), (batches, val_loader), (log, board) = (trainer.p, trainer.world), data, logs
+    stop_time = None
     for epoch in range(state.epoch, p.epochs):
         log.start("epoch_start", metadata={"epoch_num": epoch + 1})
         training = train_epoch(trainer, state, batches, epoch, board)
@@ -355,15 +364,15 @@ def run_epochs(trainer: Trainer, state: RunState, batches, val_loader, log: MLPe
             log.end("run_stop", metadata={"status": results.status_of(state.reached(p.target_wer))})
             stop_time = time.time()
         if world.main:
-            save_epoch(trainer, state, predictions, run.results_dir, (stop_time or time.time()) - run_start)
+            save_epoch(trainer, state, predictions, run.results_dir, (stop_time or time.time()) - clock_start)
         if stop_time is not None:
             break
     status = results.status_of(state.reached(p.target_wer))
-    seconds = state.train_seconds + stop_time - run_start
+    seconds = state.train_seconds + stop_time - clock_start
     if world.main:
         computed = {"precision": p.precision, "fp32_math": p.fp32_math}
         computed |= {"recurrent_dtype": trainer.recurrent.dtype, "recurrent_kernel": trainer.recurrent.kernel}
-        outcome = results.RunOutcome(status, state.metrics, seconds, state.resumed, computed)
+        outcome = results.RunOutcome(status, state.metrics, seconds, state.resumed, computed, run.restart)
         results.write_result(run.results_dir, outcome, p.to_dict())
     world.say(f"Run {status}: {len(state.metrics)} epochs, {seconds:.1f} s to train; results in {run.results_dir}")
     return results.exit_status_of(status)
@@ -380,7 +389,8 @@ def save_epoch(trainer: Trainer, state: RunState, predictions, results_dir, seco
         checkpoint.link_or_copy(last, last.with_name("best.pt"))
     results.write_metrics(results_dir, state.metrics)
     results.write_predictions(results_dir, state.metrics[-1].epoch, predictions)
-    results.plot_curves(results_dir, state.metrics, trainer.p.target_wer)
+    if not results.plot_curves(results_dir, state.metrics, trainer.p.target_wer) and len(state.metrics) == 1:
+        print("curves.png not drawn: matplotlib is not installed (the TensorBoard files hold the same curves)")
 
 
 if __name__ == "__main__":

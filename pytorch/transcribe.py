@@ -1,15 +1,21 @@
-"""Transcribe audio files with a trained checkpoint: one `<file>\\t<transcript>` line per file.
+"""Transcribe audio files with a trained checkpoint: one `<file>\\t<transcript>` line per file, or with
+--timestamps one JSON object per file with each word's start and end.
 
     python -m pytorch.transcribe --checkpoint results/checkpoints/best.pt a.flac b.wav
+    python -m pytorch.transcribe --checkpoint best.pt --decoder beam --lm lm.arpa --timestamps --plot a.png a.flac
 
 Any format and sample rate soundfile reads; channels are averaged to mono and the audio is
 resampled (soxr, band-limited) to the checkpoint's sample rate, then goes through the same
 features (data.features.extract) and per-utterance normalisation the model was trained on.
+Decoding is greedy unless --decoder beam (pytorch.decoders). Word times come from a CTC forced
+alignment (pytorch.align) of the printed transcript against the model's output, whichever decoder
+made it; --plot draws that alignment (pytorch.alignment_plot).
 A file that cannot be read is reported on stderr naming it; the others are still transcribed, and the
 exit status is then 1 (exit_status.py: 1 error, 2 bad usage).
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,9 +26,10 @@ import torch
 
 import exit_status
 import params
+from data import labels
 from data.features import FeatureError, extract
 from exit_status import ExitStatus
-from pytorch import inference, loader
+from pytorch import align, alignment_plot, decoders, inference, loader
 
 
 class AudioError(exit_status.Failure):
@@ -51,10 +58,25 @@ def features_of(path, p: params.Params) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def transcribe(model, features: torch.Tensor, device) -> str:
-    """One utterance's features (F, T) -> its greedy transcript (empty for audio too short for the model)."""
+def transcribe(model, features: torch.Tensor, device, decoder: decoders.Decoder = inference.GREEDY) -> str:
+    """One utterance's features (F, T) -> its transcript (greedy unless another decoder is given;
+    empty for audio too short for the model)."""
     batch = features.unsqueeze(0).to(device)  # (1, F, T)
-    return inference.decode_batch(model, batch, torch.tensor([features.shape[1]]))[0]
+    return inference.decode_batch(model, batch, torch.tensor([features.shape[1]]), decoder)[0]
+
+
+@torch.inference_mode()
+def log_probs_of(model, features: torch.Tensor, device) -> torch.Tensor:
+    """One utterance's features (F, T) -> the model's log-probabilities (T', C), float32 on the CPU."""
+    log_probs, out_lengths = model(features.unsqueeze(0).to(device), torch.tensor([features.shape[1]]))
+    return log_probs[: int(out_lengths[0]), 0].float().cpu()
+
+
+def timed_transcript(log_probs: torch.Tensor, decoder: decoders.Decoder, clock: align.FrameClock, audio_s: float):
+    """(transcript, its alignment, its words' times) of one utterance's log-probabilities (T', C)."""
+    text = decoder.decode(log_probs.unsqueeze(1), torch.tensor([log_probs.shape[0]]))[0]
+    alignment = align.force_align(log_probs, labels.encode(text))
+    return text, alignment, align.word_times(alignment, text, clock, audio_s)
 
 
 def parse_args(argv):
@@ -62,8 +84,11 @@ def parse_args(argv):
         prog="python -m pytorch.transcribe",
         description="Transcribe audio files (FLAC, WAV, ... at any sample rate; mixed to mono) with a "
         "DeepSpeech2 checkpoint. Prints one '<file>\\t<transcript>' line per file.",
-        epilog="Only greedy CTC decoding is available: beam search with a language model (KenLM) is not "
-        "implemented. Exit status: 0 all files transcribed, 1 a file or the checkpoint could not be used, "
+        epilog="Decoding is greedy (the benchmark's metric) unless --decoder beam; with --lm it is a beam "
+        "search with a word n-gram LM (python -m pytorch.lm builds one; tune its weights with "
+        "python -m pytorch.tune_lm). --timestamps prints one JSON object per file instead: "
+        '{"file", "transcript", "words": [{"word", "start", "end"}]}, times in seconds from a CTC forced '
+        "alignment. Exit status: 0 all files transcribed, 1 a file, the checkpoint or the LM could not be used, "
         "2 bad usage.",
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt written by training")
@@ -74,20 +99,60 @@ def parse_args(argv):
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"
     )
+    parser.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="print one JSON object per file: transcript and each word's start and end (s), by forced alignment",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="draw the spectrogram, the label posteriors and the word boundaries (one AUDIO file only)",
+    )
+    decoders.add_arguments(parser)
     return parser.parse_args(argv)
 
 
+def check_usage(args) -> decoders.DecoderConfig:
+    """The decoder asked for; UsageError naming the option that does not fit."""
+    config = decoders.config_from_args(args)
+    if args.plot is not None:
+        if len(args.audio) != 1:
+            raise exit_status.UsageError(f"--plot {args.plot}: draws one file; {len(args.audio)} AUDIO files given")
+        if args.plot.suffix.lower() != ".png":
+            raise exit_status.UsageError(f"--plot {args.plot}: must name a .png file")
+    return config
+
+
 def run(args) -> ExitStatus:
+    config = check_usage(args)
     model, p = inference.load_model(args.checkpoint, args.device, args.precision)
+    decoder = decoders.make_decoder(config)
+    clock = align.FrameClock.of(p)
     status = ExitStatus.OK
     for path in args.audio:
         try:
-            text = transcribe(model, features_of(path, p), args.device)
-        except AudioError as err:
-            exit_status.error(str(err))
+            features = features_of(path, p)
+            if not (args.timestamps or args.plot):
+                print(f"{path}\t{transcribe(model, features, args.device, decoder)}", flush=True)
+                continue
+            log_probs = log_probs_of(model, features, args.device)
+            audio_s = (features.shape[1] - 1) * clock.hop_s  # T = 1 + samples // hop (centred frames)
+            text, alignment, words = timed_transcript(log_probs, decoder, clock, audio_s)
+        except (AudioError, align.AlignmentError) as err:
+            exit_status.error(f"{err}" if isinstance(err, AudioError) else f"{path}: {err}")
             status = ExitStatus.ERROR
             continue
-        print(f"{path}\t{text}", flush=True)
+        if args.timestamps:
+            record = {"file": str(path), "transcript": text, "words": [w.as_json() for w in words]}
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"{path}\t{text}", flush=True)
+        if args.plot:
+            title = f"{path.name}: {text}"
+            alignment_plot.plot_alignment(args.plot, features, log_probs, alignment, words, clock, title)
+            print(f"plot: {args.plot}", file=sys.stderr)
     return status
 
 

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Builds, on a machine with internet, the wheels an offline GPU machine needs beyond its own torch
-# (`make wheelhouse PYTHON=3.12`, or several versions: PYTHON=3.11,3.12,3.13);
+# (`make wheelhouse PYTHON=3.12`, or several versions: PYTHON=3.10,3.11,3.12,3.13);
 # scripts/install_wheelhouse.sh installs them there.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Small enough to carry in with the repo, and low enough to catch a dependency that drags in a
 # stack (mlperf-logging's pandas and scipy, librosa's numba: 50 MB and more each). Measured
-# 2026-12-02: 34 wheels, 61.4-61.8 MB for Python 3.11-3.13 on x86_64 (58.5 MB for aarch64), of which
-# numpy's wheel is 16.6 MB and matplotlib with pillow and fonttools 22 MB.
-LIMIT_BYTES=64000000
+# 2026-12-02 on x86_64: 36.7, 36.9, 36.6 and 36.6 MB for Python 3.10, 3.11, 3.12 and 3.13 (27 wheels
+# for 3.10, 25 for the others; 33.6 MB for 3.12 on aarch64), of which numpy's wheel is 16.6-16.9 MB.
+LIMIT_BYTES=50000000
 # Left out: torch is the GPU machine's own (never replaced), librosa is not needed to train (only a
 # test and a benchmark compare against it), mlperf-logging goes in without its dependencies (pandas
-# and scipy, about 50 MB, serve only its result summariser and RCP checker). numpy is carried in a
-# list of its own, numpy.txt: install_wheelhouse.sh installs it only into a python that has none
-# (torch's metadata does not list numpy, so a pip-installed torch may come without it).
-EXCLUDED='^(numpy|torch|librosa|mlperf-logging)[=<>~! ]'
+# and scipy, about 50 MB, serve only its result summariser and RCP checker). matplotlib (with pillow,
+# fonttools, kiwisolver, contourpy, cycler, pyparsing and python-dateutil: about 22 MB) only draws
+# curves.png, which the trainer skips without it (pytorch/results.py): the same curves are in the
+# TensorBoard event files it writes itself (pytorch/tensorboard.py); tensorboard, should a requirement
+# list it, only views those files, elsewhere. numpy is carried in a list of its own, numpy.txt:
+# install_wheelhouse.sh installs it only into a python that has none (torch's metadata does not list
+# numpy, so a pip-installed torch may come without it).
+EXCLUDED='^(numpy|torch|librosa|mlperf-logging|matplotlib|tensorboard)[=<>~! ]'
 NUMPY='^numpy[=<>~! ]'
 NO_DEPS='^mlperf-logging[=<>~! ]'
 # From requirements-test.txt: what `make gpu-check` runs its CUDA tests with.
@@ -26,25 +30,28 @@ BUILD_BACKEND=setuptools==84.2.1
 usage() {
   cat <<EOF
 usage: scripts/build_wheelhouse.sh --python-version X.Y[,X.Y...] [--out DIR] [--platform TAG]...
-       scripts/build_wheelhouse.sh --check-size DIR | --print-requirements
+       scripts/build_wheelhouse.sh --check-size DIR | --print-requirements [--python-version X.Y]
 
 Downloads (pip download --only-binary=:all:) the wheels that an offline GPU machine with Python X.Y
-and torch >= 2.11 needs to run make gpu-check: the pinned requirements.txt without librosa
-(mlperf-logging without its dependencies), pytest and pytest-timeout, setuptools for the project's
-own editable install, and the pinned numpy (installed there only where the python has no numpy).
-Writes DIR/requirements.txt, DIR/requirements-no-deps.txt and DIR/numpy.txt beside them, prints
-DIR's size and fails, naming the size, if DIR holds $((LIMIT_BYTES / 1000000)) MB or more.
+and torch >= 2.11 needs to run make gpu-check: the pinned requirements.txt without librosa,
+matplotlib and tensorboard (mlperf-logging without its dependencies), pytest and pytest-timeout,
+setuptools for the project's own editable install, and the pinned numpy (installed there only where
+the python has no numpy). Environment markers (python_version), in the requirement files and in the
+wheels' own dependencies, are evaluated for each X.Y (scripts/wheelhouse.py). Writes
+DIR/requirements.txt, DIR/requirements-no-deps.txt and DIR/numpy.txt beside them, prints DIR's size
+and fails, naming the size, if DIR holds $((LIMIT_BYTES / 1000000)) MB or more.
 
   --python-version X.Y   the GPU machine's Python (python3 --version there), e.g. 3.12; several,
-                         comma-separated (3.11,3.12,3.13), build one wheelhouse each. Versions older
-                         than pyproject.toml's requires-python are refused before any download
+                         comma-separated (3.10,3.11,3.12,3.13), build one wheelhouse each. Versions
+                         older than pyproject.toml's requires-python are refused before any download
   --out DIR              default: <repo>/wheelhouse/pythonX.Y (where install_wheelhouse.sh looks);
                          only with a single version
   --platform TAG         wheel platform, repeatable (default: this machine's), e.g. for an ARM
                          machine: --platform manylinux_2_28_aarch64
   --check-size DIR       only check that DIR holds less than $((LIMIT_BYTES / 1000000)) MB
-  --print-requirements   only print what would be downloaded (with dependencies, then numpy, then
-                         without dependencies)
+  --print-requirements   only print what would be downloaded for one --python-version (default:
+                         the Python running this script): with dependencies, then numpy, then
+                         without dependencies
   -h, --help             show this help and exit
 Needs internet (PyPI). Copy the result to the GPU machine's repo, then run there:
 scripts/install_wheelhouse.sh && make gpu-check
@@ -70,27 +77,40 @@ check_size() {
   echo "build_wheelhouse: $dir: $(find "$dir" -name '*.whl' | wc -l) wheels, $mb MB (limit $((LIMIT_BYTES / 1000000)) MB)"
 }
 
-# pins FILE: its requirement lines, comments and blank lines dropped.
+# pins FILE VERSION: FILE's requirement lines for Python VERSION (X.Y), each line's environment
+# marker (`numpy==2.2.6; python_version < "3.11"`) evaluated for VERSION and removed: `pip download
+# --python-version X.Y` would evaluate markers for the interpreter it runs in (scripts/wheelhouse.py).
 pins() {
-  sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$1" | grep -v '^$' || true
+  marker_tool pins "$1" "$2"
 }
 
-# What is downloaded with its dependencies.
+# marker_tool COMMAND PATH VERSION: scripts/wheelhouse.py, for this build's target platform.
+marker_tool() {
+  "$PY" "$HERE/scripts/wheelhouse.py" "$@" "$minimum" ${platform:+--platform "$platform"}
+}
+
+# requirements_with_deps VERSION: what is downloaded with its dependencies.
 requirements_with_deps() {
-  pins "$HERE/requirements.txt" | grep -Ev "$EXCLUDED"
-  pins "$HERE/requirements-test.txt" | grep -E "$TEST_TOOLS"
+  local requirements test
+  requirements=$(pins "$HERE/requirements.txt" "$1") && test=$(pins "$HERE/requirements-test.txt" "$1") || exit
+  grep -Ev "$EXCLUDED" <<<"$requirements" || true
+  grep -E "$TEST_TOOLS" <<<"$test" || true
   echo "$BUILD_BACKEND"
 }
 
-# The numpy pin: downloaded with the rest (so that their numpy is this one), installed only where
-# the GPU machine's python has none.
+# requirements_numpy VERSION: the numpy pin, downloaded with the rest (so that their numpy is this
+# one), installed only where the GPU machine's python has none.
 requirements_numpy() {
-  pins "$HERE/requirements.txt" | grep -E "$NUMPY"
+  local requirements
+  requirements=$(pins "$HERE/requirements.txt" "$1") || exit
+  grep -E "$NUMPY" <<<"$requirements" || true
 }
 
-# What is downloaded without its dependencies.
+# requirements_without_deps VERSION: what is downloaded without its dependencies.
 requirements_without_deps() {
-  pins "$HERE/requirements.txt" | grep -E "$NO_DEPS"
+  local requirements
+  requirements=$(pins "$HERE/requirements.txt" "$1") || exit
+  grep -E "$NO_DEPS" <<<"$requirements" || true
 }
 
 # The oldest Python the project supports: X.Y.Z of the ">=X.Y.Z" in pyproject.toml's requires-python
@@ -113,29 +133,40 @@ build() {
   local version=$1 out=$2 download
   mkdir -p "$out"
   rm -f "$out"/*.whl # a previous build's wheels would be counted and installed
-  requirements_with_deps >"$out/requirements.txt"
-  requirements_numpy >"$out/numpy.txt"
-  requirements_without_deps >"$out/requirements-no-deps.txt"
+  requirements_with_deps "$version" >"$out/requirements.txt"
+  requirements_numpy "$version" >"$out/numpy.txt"
+  requirements_without_deps "$version" >"$out/requirements-no-deps.txt"
   download=("$PY" -m pip download --quiet --dest "$out" --only-binary=:all: --python-version "$version" "${platforms[@]}")
   echo "build_wheelhouse: downloading wheels for Python $version into $out"
   "${download[@]}" -r "$out/requirements.txt" -r "$out/numpy.txt" ||
     die "pip download for Python $version failed (see above); it needs internet access to PyPI"
   "${download[@]}" --no-deps -r "$out/requirements-no-deps.txt" ||
     die "pip download --no-deps for Python $version failed (see above)"
+  # pip evaluated the wheels' own dependency markers for $PY's Python, not for $version: what
+  # $version needs besides (e.g. pytest's tomli on 3.10) is added, what only $PY's needs is removed.
+  local round text missing unneeded
+  for round in 1 2 3 4 5 6; do
+    text=$(marker_tool missing "$out" "$version") || die "$out: its wheels could not be read (see above)"
+    [[ -n $text ]] || break
+    ((round < 6)) || die "$out: still incomplete for Python $version after 5 more downloads: ${text//$'\n'/ }"
+    mapfile -t missing <<<"$text"
+    echo "build_wheelhouse: Python $version also needs ${missing[*]} (pip evaluated their markers for $PY)"
+    "${download[@]}" "${missing[@]}" || die "pip download for Python $version failed (see above)"
+  done
+  text=$(marker_tool unneeded "$out" "$version") || die "$out: its wheels could not be read (see above)"
+  if [[ -n $text ]]; then
+    mapfile -t unneeded <<<"$text"
+    echo "build_wheelhouse: not needed on Python $version, removed: ${unneeded[*]##*/}"
+    rm -f "${unneeded[@]}"
+  fi
   check_size "$out"
 }
 
-python_versions='' out='' platforms=()
+python_versions='' out='' platforms=() platform='' print_only=0
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
-    --print-requirements)
-      requirements_with_deps
-      echo "# numpy, installed only where there is none:"
-      requirements_numpy
-      echo "# without dependencies:"
-      requirements_without_deps
-      exit 0 ;;
+    --print-requirements) print_only=1 ;;
     --check-size)
       [[ $# -ge 2 ]] || die "--check-size needs a directory (see --help)" 2
       check_size "$2"
@@ -145,13 +176,18 @@ while (($#)); do
       case $1 in
         --python-version) python_versions=${2//python/} ;; # python3.12 means 3.12
         --out) out=$2 ;;
-        --platform) platforms+=(--platform "$2") ;;
+        --platform) platforms+=(--platform "$2") platform=${platform:-$2} ;;
       esac
       shift ;;
     *) die "unknown argument $1 (see --help)" 2 ;;
   esac
   shift
 done
+PY=${DS2_PYTHON:-$HERE/.venv/bin/python}
+[[ -x $PY ]] || command -v "$PY" >/dev/null || PY=python3
+if ((print_only)) && [[ -z $python_versions ]]; then
+  python_versions=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+fi
 [[ -n $python_versions ]] || die "--python-version X.Y is required: the GPU machine's Python, e.g. make wheelhouse PYTHON=3.12" 2
 [[ $python_versions =~ ^3\.[0-9]+(,3\.[0-9]+)*$ ]] ||
   die "--python-version $python_versions: expected 3.Y, e.g. 3.12, or several, comma-separated: 3.11,3.12" 2
@@ -164,9 +200,15 @@ for version in "${versions[@]}"; do
 done
 [[ -z $out || ${#versions[@]} -eq 1 ]] || die "--out DIR takes a single --python-version; several go to <repo>/wheelhouse/pythonX.Y" 2
 
-PY=${DS2_PYTHON:-$HERE/.venv/bin/python}
-[[ -x $PY ]] || command -v "$PY" >/dev/null || PY=python3
-
+if ((print_only)); then
+  ((${#versions[@]} == 1)) || die "--print-requirements takes a single --python-version" 2
+  requirements_with_deps "${versions[0]}"
+  echo "# numpy, installed only where there is none:"
+  requirements_numpy "${versions[0]}"
+  echo "# without dependencies:"
+  requirements_without_deps "${versions[0]}"
+  exit 0
+fi
 for version in "${versions[@]}"; do
   build "$version" "${out:-$HERE/wheelhouse/python$version}"
 done

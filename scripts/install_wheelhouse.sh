@@ -101,18 +101,22 @@ echo "numpy==$numpy_version" >>"$constraints"
 echo "install_wheelhouse: installing $wheelhouse into $PY (Python $python_version, torch $torch_version kept, $numpy_note)"
 PIP_CONSTRAINT=$constraints "${pip[@]}" -r "$wheelhouse/requirements.txt" || pip_failed
 PIP_CONSTRAINT=$constraints "${pip[@]}" --no-deps -r "$wheelhouse/requirements-no-deps.txt" || pip_failed
-# The project itself, so that every script's `python -P -m ...` finds it from any directory; pip
-# builds it with the wheelhouse's setuptools.
+# The project itself, so that every script's `scripts/safepath.py -m ...` (python -P) finds it from any
+# directory; pip builds it with the wheelhouse's setuptools.
 PIP_CONSTRAINT=$constraints "${pip[@]}" --no-deps -e "$HERE" || pip_failed
 
 [[ $(version torch) == "$torch_version" && $(installed numpy) == "$numpy_version" ]] ||
   die "torch or numpy changed (torch $torch_version -> $(version torch), numpy $numpy_version -> $(installed numpy)): not this script's intent; reinstall the machine's own"
 # A numpy that torch was not built for imports, but torch cannot hand arrays to it ("Numpy is not
 # available"): the loader and the features need exactly this.
-"$PY" -P -c 'import numpy, torch; torch.from_numpy(numpy.zeros(3))' ||
+SAFE=("$PY" "$HERE/scripts/safepath.py") # python -P on 3.10 too: the installed project, not the caller's folders
+"${SAFE[@]}" -c 'import numpy, torch; torch.from_numpy(numpy.zeros(3))' ||
   die "torch $torch_version cannot use numpy $numpy_version in $PY (torch.from_numpy fails, see above): install the numpy this torch was built with"
-"$PY" -P -c 'import soundfile, soxr, Levenshtein, tqdm, requests, yaml, matplotlib, pytest, mlperf_logging.mllog
+"${SAFE[@]}" -c 'import soundfile, soxr, Levenshtein, tqdm, requests, yaml, pytest, mlperf_logging.mllog
 import params, data, pytorch, bench.gpu_check
 from synthetic import espeak
 espeak.load()' || die "installed, but the imports above fail in $PY"
+# The wheelhouse leaves matplotlib out (build_wheelhouse.sh): the curves are then in TensorBoard's files only.
+"${SAFE[@]}" -c 'import matplotlib' 2>/dev/null ||
+  echo "install_wheelhouse: note: no matplotlib, so training draws no curves.png; the same curves are in each results directory's tensorboard/ event files"
 echo "install_wheelhouse: done; next: make gpu-check$([[ $PY == python3 ]] || echo " (DS2_PYTHON=$PY if it is not the default)")"

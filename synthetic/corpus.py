@@ -6,7 +6,7 @@ plus one <speaker>-<chapter>.trans.txt per chapter) and DIR/md5sum.txt, so every
 (download from a mirror, md5 check, extraction, preparation) runs unchanged on it.
 
 The archives are byte-for-byte reproducible for a given seed wherever the same pinned wheels are
-installed (compared on x86_64; README: GPU machines states a small corpus's md5s): espeak-ng is the
+installed (compared on x86_64; docs/dataset.md states a small corpus's md5s): espeak-ng is the
 espeakng-loader wheel's libespeak-ng (synthetic.espeak, no system package), each utterance's
 samples depend on its own request only, every random choice is made in the parent process from
 seeded generators, tar members have fixed order, times and owners, and the gzip header carries no
@@ -15,7 +15,6 @@ time or file name.
 
 import argparse
 import gzip
-import hashlib
 import io
 import json
 import multiprocessing
@@ -32,7 +31,7 @@ import soundfile
 import soxr
 
 import exit_status
-from data.files import replacing, write_atomically
+from data.files import file_digest, replacing, write_atomically
 from data.librispeech import SAMPLE_RATE, SUBSETS, archive_name
 from data.progress import progress_bar
 from synthetic import espeak
@@ -244,8 +243,7 @@ def write_archive(path: Path, subset: str, chapters: list[Chapter], rendered, ba
 
 
 def md5_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
+    return file_digest(path, "md5").hexdigest()
 
 
 def write_md5sums(out_dir: Path) -> Path:

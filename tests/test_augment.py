@@ -163,10 +163,10 @@ def test_training_sees_augmented_features_and_its_evaluation_the_stored_ones(dat
         seen["train"] += micro_batches
         return real_step(trainer, micro_batches, global_count)
 
-    def evaluate_batches(model, data_loader, world):
+    def evaluate_batches(model, data_loader, world, *decoder):
         batches = list(data_loader)
         seen["val"] += batches
-        return real_evaluate(model, batches, world)
+        return real_evaluate(model, batches, world, *decoder)
 
     monkeypatch.setattr(train, "train_step", train_step)
     monkeypatch.setattr(inference, "evaluate", evaluate_batches)

@@ -19,7 +19,9 @@ def test_eight_gpus_share_the_default_recipes_micro_batches():
     p, durations = params.make(), librispeech_durations()
     one, eight = (cost_model.estimate(p, durations, gpus) for gpus in (1, 8))
     assert (one["accumulation"], eight["accumulation"], one["micro_batch"]) == (8, 1, 32)
-    assert one["utterances"] == (durations <= p.max_duration).sum()
+    assert one["utterances"] == len(durations) == 281_241  # every training utterance (max_duration is 0)
+    cut = cost_model.estimate(params.make({"max_duration": 16.7}), durations, 1)  # an experiment's cut
+    assert cut["utterances"] == (durations <= 16.7).sum() < 281_241
     assert 7.0 < one["epoch_s"] / eight["epoch_s"] <= 8.0  # same micro-batches, in parallel, one optimiser step
     assert one["ten_epochs_s"] == pytest.approx(10 * one["epoch_s"])
 

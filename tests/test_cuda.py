@@ -1,6 +1,6 @@
 """CUDA tests: what a GPU machine must prove that a CPU cannot. Skipped without a CUDA device.
 
-Every CUDA test of the repository is here (tests/test_lint.py keeps it so), and `make gpu-check` runs
+Every CUDA test of the repository is here (tests/test_gpu_check.py keeps it so), and `make gpu-check` runs
 this file on a GPU machine and puts the verdicts in its report. Those marked cuda(rehearse=True) are
 about the code around the kernels; `scripts/gpu-check.sh --rehearse` runs them on a CPU (conftest.py),
 so that a test which cannot pass is found before a GPU is. Every other test file either passes on a

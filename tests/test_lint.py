@@ -43,8 +43,8 @@ def _repo_files() -> list[str]:
 
 
 def _is_bash_script(rel: str) -> bool:
-    """*.sh, or an extensionless file whose shebang names bash (e.g. .ci/run)."""
-    if rel.endswith(".sh"):
+    """*.sh, *.sub (Slurm batch scripts), or an extensionless file whose shebang names bash (e.g. .ci/run)."""
+    if rel.endswith((".sh", ".sub")):
         return True
     if Path(rel).suffix:
         return False
@@ -86,8 +86,17 @@ def test_shellcheck(script):
     assert res.returncode == 0, f"shellcheck {script}:\n{res.stdout}{res.stderr}"
 
 
+def _sourced(script: str) -> bool:
+    """A file that a shell sources (slurm/config_*.sh): it says so on its first line and sets no options
+    of the caller's shell, so it has neither a shebang nor strict mode, and is not executable."""
+    return (REPO / script).read_text().startswith("# shellcheck shell=bash\n")
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_has_bash_shebang_and_strict_mode(script):
+    if _sourced(script):
+        assert not os.access(REPO / script, os.X_OK), f"{script}: a sourced file is not executable"
+        return
     lines = (REPO / script).read_text().splitlines()
     assert lines and lines[0] == "#!/usr/bin/env bash", f"{script}: first line must be #!/usr/bin/env bash"
     assert any(re.match(r"set -euo pipefail\b", ln.strip()) for ln in lines), f"{script}: no 'set -euo pipefail' line"

@@ -110,6 +110,7 @@ def test_tuned_hyperparameters_pass_the_benchmark_rules(tmp_path, tuned):
         dict(epochs=12),
         dict(val_manifest="test"),
         dict(preset="demo"),
+        dict(max_duration=16.7),  # every training utterance is examined every epoch
     ],
 )
 def test_a_changed_fixed_hyperparameter_fails_the_benchmark_but_not_the_log_rules(tmp_path, fixed):
@@ -125,6 +126,8 @@ def test_a_changed_fixed_hyperparameter_fails_the_benchmark_but_not_the_log_rule
     [
         dict(samples=(281_241, 2_703)),  # dev-clean only: not the benchmark's validation set
         dict(samples=(281_242, 5_567)),  # more training utterances than LibriSpeech has
+        dict(samples=(276_969, 5_567)),  # a shrunk training set: the long utterances left out
+        dict(samples=(1_000, 5_567)),
     ],
 )
 def test_another_dataset_fails_the_benchmark_rules(tmp_path, case):

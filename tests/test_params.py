@@ -10,11 +10,11 @@ def test_fixed_defaults_are_the_references():
     assert (p.epochs, p.target_wer, p.seed, p.train_manifest, p.val_manifest) == (10, 23.0, 1, "train", "val")
 
 
-def test_the_default_recipe_is_the_readmes():
+def test_the_default_recipe_is_the_documented_one():  # docs/recipe.md
     p = params.make()
     assert (p.optimizer, p.lr, p.momentum, p.weight_decay, p.max_norm) == ("adamw", 1e-3, 0.9, 1e-3, 400.0)
     assert (p.lr_schedule, p.warmup_fraction, p.batch_size, p.micro_batch_size) == ("onecycle", 0.15, 256, 32)
-    assert (p.precision, p.max_duration, p.shuffle_batches) == ("bf16", 16.7, True)
+    assert (p.precision, p.max_duration, p.shuffle_batches) == ("bf16", 0.0, True)
     assert (p.tempo_perturb, p.gain_perturb, p.spec_augment) == (True, True, False)
 
 
@@ -119,10 +119,11 @@ def test_feature_config_is_the_features_group_that_applies():
     assert {"n_mels", "n_mfcc"} <= set(params.parse(["feature=mfcc"]).feature_config())
 
 
-def test_bad_parameters_are_usage_errors():
-    from exit_status import UsageError
+def test_a_bad_parameter_exits_2_with_one_error_line(capsys):
+    import exit_status
 
-    assert issubclass(params.ParamError, UsageError)
+    assert exit_status.run(lambda: params.parse(["hiden_size=3"])) == exit_status.ExitStatus.USAGE
+    assert capsys.readouterr().err == "error: unknown parameter 'hiden_size'; did you mean 'hidden_size'?\n"
 
 
 def test_describe_marks_changes():

@@ -44,13 +44,14 @@ def test_bad_arguments_exit_2_before_timing(tmp_path):
     [
         ({"NPROC": "2x"}, "NPROC='2x': must be a whole number >= 1"),
         ({"NPROC": "0"}, "NPROC='0': must be a whole number >= 1"),
-        ({"NNODES": "2"}, "NNODES > 1 needs NODE_RANK and MASTER_ADDR"),
+        ({"NNODES": "2"}, "NNODES > 1 needs MASTER_ADDR"),
+        ({"MAX_RESTARTS": "-1"}, "MAX_RESTARTS='-1': must be a whole number >= 0"),
         ({"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "node0"}, "NODE_RANK=2: must be below NNODES=2"),
     ],
 )
 def test_bad_launch_environment_exits_2_before_timing(tmp_path, monkeypatch, capsys, env, message):
     trainer_fixtures.write_dataset(tmp_path / "tiny")
-    for name in ("NPROC", "NNODES", "NODE_RANK", "MASTER_ADDR"):
+    for name in ("NPROC", "NNODES", "NODE_RANK", "MASTER_ADDR", "MAX_RESTARTS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -22,7 +22,7 @@ def runs(tmp_path_factory):
         "seed1": [*LEARNS, "seed=1"],
         "seed2": [*LEARNS, "seed=2"],
         "seed3": [*LEARNS, "seed=3"],
-        "missed": ["preset=tiny", "target_wer=0", "epochs=1"],
+        "missed": ["preset=tiny", "target_wer=0", "epochs=1", "seed=4"],
     }.items():
         dirs[name] = root / name
         # On the CPU: which runs reach the target must not depend on CUDA's non-deterministic CTC backward.
@@ -65,11 +65,18 @@ def test_a_run_that_missed_counts_as_the_slowest(runs, tmp_path):
     assert result["summary"]["olympic_mean_time_to_train_s"] == pytest.approx((seconds[1] + seconds[2]) / 2)
 
 
-def test_scaled_down_runs_fail_the_benchmark_rules(runs, capsys):
-    status = summarize.main([str(runs["seed1"])])
-    assert status == ExitStatus.TARGET_MISSED
-    out = capsys.readouterr().out
-    assert "FAILED" in out and "converged: 0 of 1" in out
+def test_scaled_down_runs_fail_the_benchmark_rules(runs):
+    run = summarize.read_run(runs["seed1"], summarize.RULES["benchmark"])
+    assert not run.compliant and not run.converged and run.status == "success"
+
+
+def test_a_result_needs_its_number_of_runs_with_distinct_seeds(runs, capsys):
+    three = [str(runs[f"seed{i}"]) for i in (1, 2, 3)]
+    assert summarize.main(three) == ExitStatus.USAGE  # the benchmark's rules: 10 runs
+    assert "a result under --rules benchmark is 10 runs with distinct seeds" in capsys.readouterr().err
+    assert summarize.main(three[:2] + ["--rules", "log"]) == ExitStatus.USAGE
+    assert summarize.main([three[0], three[0], three[1], "--rules", "log"]) == ExitStatus.USAGE
+    assert "both ran seed=1" in capsys.readouterr().err
 
 
 def test_olympic_mean_needs_three_runs_and_at_most_one_failure():
@@ -79,6 +86,7 @@ def test_olympic_mean_needs_three_runs_and_at_most_one_failure():
     assert summarize.olympic_mean([1.0, 2.0, math.inf, math.inf]) is None
 
 
-def test_a_directory_without_a_run_is_named(tmp_path, capsys):
-    assert summarize.main([str(tmp_path / "nothing")]) == ExitStatus.ERROR
+def test_a_directory_without_a_run_is_named(runs, tmp_path, capsys):
+    dirs = [str(runs["seed1"]), str(runs["seed2"]), str(tmp_path / "nothing")]
+    assert summarize.main([*dirs, "--rules", "log"]) == ExitStatus.ERROR
     assert str(tmp_path / "nothing") in capsys.readouterr().err

@@ -487,3 +487,35 @@ def test_a_foreign_checkpoint_never_suggests_loading_it_unsafely(tmp_path):
     with pytest.raises(checkpoint.CheckpointError) as err:
         checkpoint.load(path)
     assert str(path) in str(err.value) and "weights_only" not in str(err.value)
+
+
+# ---------------------------------------------------------------- without matplotlib (an offline GPU machine)
+
+
+def test_without_matplotlib_no_curves_are_drawn_and_training_still_succeeds(data_dir, tmp_path, monkeypatch):
+    """The offline wheelhouse leaves matplotlib out: curves.png is skipped (plot_curves returns False,
+    writes nothing), the run and its other results are unchanged, and no module of the training, demo
+    or GPU-check path imports matplotlib at import time."""
+    import subprocess
+    import sys
+
+    from pytorch import results
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    metrics = [results.EpochMetrics(1, 2.0, 50.0, 50.0, 20.0, 1e-3, 1.0, 10.0, 100.0, 0, 0)]
+    assert results.plot_curves(tmp_path, metrics, 23.0) is False
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "r"
+    assert run(data_dir, out, *LEARNS, "epochs=1", "target_wer=100") == ExitStatus.OK
+    assert json.loads((out / "result.json").read_text())["status"] == "success"
+    assert (out / "metrics.jsonl").is_file() and (out / "checkpoints" / "best.pt").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*")) and not (out / "curves.png").exists()
+    assert not list(out.rglob(".*tmp*"))
+    monkeypatch.undo()
+    assert results.plot_curves(tmp_path, metrics, 23.0) is True  # with matplotlib: drawn
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    entry_points = "pytorch.train pytorch.run_and_time bench.gpu_check bench.epoch_time data.download data.verify"
+    code = f"import sys; sys.modules['matplotlib'] = None\nimport {', '.join(entry_points.split())}, synthetic.corpus"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

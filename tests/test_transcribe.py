@@ -105,11 +105,11 @@ def test_missing_checkpoint_exits_1(tiny, tmp_path, capsys):
     assert str(tmp_path / "none.pt") in capsys.readouterr().err
 
 
-def test_help_says_only_greedy_decoding():
+def test_help_names_the_decoders_and_timestamps():
     out = subprocess.run(
         [sys.executable, "-m", "pytorch.transcribe", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    assert "greedy" in out and "--checkpoint" in out
+    assert "greedy" in out and "--checkpoint" in out and "--decoder {greedy,beam}" in out and "--timestamps" in out
 
 
 def test_same_transcript_as_evaluate(tmp_path, capsys, write_checkpoint):
