@@ -15,7 +15,7 @@ help:
 
 setup: $(SETUP_STAMP)
 
-$(SETUP_STAMP): requirements.txt requirements-test.txt pyproject.toml scripts/setup.sh
+$(SETUP_STAMP): requirements.txt requirements-deploy.txt requirements-test.txt pyproject.toml scripts/setup.sh
 	scripts/setup.sh
 	touch $(SETUP_STAMP)
 

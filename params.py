@@ -184,6 +184,15 @@ class Params:
         rule=FIXED,
         range=(0.0, 1e6),
     )
+    normalization: str = knob(
+        "utterance",
+        DATA,
+        "how the loader normalises stored features: utterance (the reference: one mean and std over each "
+        "utterance) | global (per-bin mean and std of the training set, recorded by data.prepare and kept "
+        "in the checkpoint; what streaming needs)",
+        rule=FIXED,
+        choices=("utterance", "global"),
+    )
     shuffle_batches: bool = knob(
         True, DATA, "True: seeded shuffle of the length-ordered batches; False: length order every epoch (2018)"
     )

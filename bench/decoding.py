@@ -117,7 +117,7 @@ def run(args) -> None:
         lm_decoder = decoders.make_decoder(decoders.DecoderConfig("beam", options, args.lm, args.lexicon))
         named[f"beam + LM ({args.lm.name})"] = lm_decoder
     load_before = os.getloadavg()
-    split = loader.open_split(args.data_dir, args.split)
+    split = inference.split_for(model, args.data_dir, args.split)
     emissions, forward_s = inference.split_emissions(model, split, args.batch_size or p.micro_batch(1), 0)
     audio_s = sum(e.audio_s for e in emissions)
     measured = time_decoders(emissions, named, args.repeats)

@@ -1,4 +1,6 @@
-"""Inference latency of the acoustic model, per batch size and utterance duration (after NVIDIA Jasper).
+"""Inference latency of the acoustic model per backend, batch size and utterance duration (after NVIDIA
+Jasper), and with --data-dir the WER and throughput of each backend on a real split: the online RNN-T
+project's side-by-side table of PyTorch, ONNX Runtime and OpenVINO.
 
 The model alone is timed: inputs are random features of the given duration (a padded batch of
 identical lengths), so neither audio decoding nor feature extraction nor CTC decoding is counted,
@@ -6,9 +8,13 @@ unless --decoder greedy|beam is given: then each timed step is the forward pass 
 of its output (pytorch.decoders; a beam search's time depends on how peaked the output is, so time
 it with --checkpoint, whose output is a trained model's, and see bench.decoding for real speech).
 Weights are random unless --checkpoint is given; the model's latency does not depend on their values.
+Every backend runs the same model (pytorch.backends: the ONNX ones on its parity-checked export), and
+"x torch" is a row's audio-seconds per second over PyTorch's at the same batch and duration.
 
     python -m bench.inference_latency                       # preset=demo, the default grid
     python -m bench.inference_latency preset=tiny --batch-sizes 1,2 --durations 0.5 --iterations 3
+    python -m bench.inference_latency --checkpoint best.pt --data-dir D --split val \
+        --backends torch,onnxruntime,openvino --threads 2 --full
 """
 
 import argparse
@@ -24,12 +30,17 @@ import torch
 import exit_status
 import params
 from data.features import frame_count
-from pytorch import decoders, precision, results
+from pytorch import backends, decoders, inference, loader, precision, results
 from pytorch.inference import load_model
 from pytorch.model import DeepSpeech2
 
 PERCENTILES = (50, 90, 95, 99)
-COLUMNS = ["model", "batch", "duration (s)", "avg (ms)"] + [f"p{q} (ms)" for q in PERCENTILES] + ["utt/s", "audio-s/s"]
+COLUMNS = (
+    ["model", "backend", "batch", "duration (s)", "avg (ms)"]
+    + [f"p{q} (ms)" for q in PERCENTILES]
+    + ["utt/s", "audio-s/s", "x torch"]
+)
+SPLIT_COLUMNS = ["model", "backend", "split", "WER (%)", "utterances", "audio (s)", "time (s)", "audio-s/s", "x torch"]
 
 
 def frames_for(duration: float, p: params.Params) -> int:
@@ -52,7 +63,7 @@ def time_forward(
     decoding of its output by `decoder`, when given), `repeats.iterations` times after `repeats.warmup`.
 
     The model computes in its own precision (p.precision; pytorch.precision)."""
-    device = next(model.parameters()).device
+    device = inference.device_of(model)
     frames = frames_for(duration, p)
     features = torch.randn(batch, p.n_features, frames, device=device)
     lengths = torch.full((batch,), frames, dtype=torch.long)
@@ -76,22 +87,45 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def summarise(label: str, batch: int, duration: float, times: list[float]) -> dict:
+def summarise(label: str, batch: int, duration: float, times: list[float], backend: str = "torch") -> dict:
     """Latency statistics in ms and throughput of one grid point."""
     ms = np.asarray(times) * 1000.0
     mean_s = statistics.fmean(times)
-    row = {"model": label, "batch": batch, "duration_s": duration, "iterations": len(times), "avg_ms": float(ms.mean())}
+    row = {"model": label, "backend": backend, "batch": batch, "duration_s": duration, "iterations": len(times)}
+    row["avg_ms"] = float(ms.mean())
     row |= {f"p{q}_ms": float(np.percentile(ms, q)) for q in PERCENTILES}
     row |= {"utterances_per_s": batch / mean_s, "audio_s_per_s": batch * duration / mean_s}
     return row
 
 
+def add_ratios(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """Each row's audio_s_per_s over the torch row with the same `keys` -> "x_torch" (None without one)."""
+    torch_rows = {tuple(r[k] for k in keys): r for r in rows if r["backend"] == "torch"}
+    for r in rows:
+        base = torch_rows.get(tuple(r[k] for k in keys))
+        r["x_torch"] = r["audio_s_per_s"] / base["audio_s_per_s"] if base else None
+    return rows
+
+
+def _ratio(r: dict) -> str:
+    return f"{r['x_torch']:.2f}" if r.get("x_torch") is not None else "-"
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        cells = [r["model"], str(r["batch"]), f"{r['duration_s']:g}", f"{r['avg_ms']:.1f}"]
+        cells = [r["model"], r["backend"], str(r["batch"]), f"{r['duration_s']:g}", f"{r['avg_ms']:.1f}"]
         cells += [f"{r[f'p{q}_ms']:.1f}" for q in PERCENTILES]
-        cells += [f"{r['utterances_per_s']:.1f}", f"{r['audio_s_per_s']:.1f}"]
+        cells += [f"{r['utterances_per_s']:.1f}", f"{r['audio_s_per_s']:.1f}", _ratio(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def split_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(SPLIT_COLUMNS) + " |", "|" + "---|" * len(SPLIT_COLUMNS)]
+    for r in rows:
+        cells = [r["model"], r["backend"], r["split"], f"{r['wer']:.2f}", str(r["utterances"]), f"{r['audio_s']:.1f}"]
+        cells += [f"{r['seconds']:.2f}", f"{r['audio_s_per_s']:.1f}", _ratio(r)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -112,9 +146,11 @@ def _number_list(kind):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m bench.inference_latency",
-        description="Time the DeepSpeech2 forward pass per batch size and duration; print a markdown table.",
+        description="Time the DeepSpeech2 forward pass per backend, batch size and duration; print a markdown "
+        "table (--backends torch,onnxruntime,openvino: side by side, 'x torch' the throughput ratio).",
         epilog="Parameters are key=value words as for training (default preset=demo). Latency is of the "
-        "model's forward pass only (eval mode, torch.inference_mode), on random input features.",
+        "model's forward pass only (eval mode, torch.inference_mode), on random input features; with "
+        "--checkpoint and --data-dir each backend also decodes a real split (WER, audio-s/s).",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="model parameters (see params.py)")
     parser.add_argument("--batch-sizes", type=_number_list(int), default=[1, 2, 4, 8, 16], help="default 1,2,4,8,16")
@@ -133,7 +169,25 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", metavar="FILE", help="also write the setup and rows as JSON to FILE")
     parser.add_argument(
-        "--full", action="store_true", help="also time the full-size model (default params), batch 1 x 2 s, once"
+        "--full",
+        action="store_true",
+        help="also time the full-size model (default params, random weights) at batch 1 on each backend",
+    )
+    parser.add_argument(
+        "--full-durations", type=_number_list(float), default=[2.0, 7.0], help="seconds, for --full (default 2,7)"
+    )
+    parser.add_argument(
+        "--backends",
+        type=_backend_list,
+        default=["torch"],
+        help=f"comma-separated, side by side in one run: {','.join(backends.BACKENDS)} (default torch)",
+    )
+    parser.add_argument(
+        "--data-dir", help="with --checkpoint: also decode this prepared dataset's --split on every backend (WER)"
+    )
+    parser.add_argument("--split", default="val", help="the split --data-dir decodes (default val)")
+    parser.add_argument(
+        "--split-batch-size", type=int, default=1, help="utterances per forward pass over the split (default 1)"
     )
     decoders.add_arguments(parser, default=None)
     args = parser.parse_intermixed_args(argv)
@@ -143,7 +197,21 @@ def parse_args(argv):
         parser.error(f"--threads {args.threads}: must be at least 1")
     if args.checkpoint and args.overrides:
         parser.error("give either --checkpoint or key=value parameters, not both")
+    if args.data_dir and not args.checkpoint:
+        parser.error("--data-dir needs --checkpoint: a WER of random weights says nothing")
+    if args.split_batch_size < 1:
+        parser.error(f"--split-batch-size {args.split_batch_size}: must be at least 1")
+    if args.precision != "fp32" and args.backends != ["torch"]:
+        parser.error(f"--precision {args.precision}: the ONNX backends run the float32 export; use --precision fp32")
     return args
+
+
+def _backend_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in backends.BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected some of {', '.join(backends.BACKENDS)}")
+    return list(dict.fromkeys(names))
 
 
 def build_model(args):
@@ -174,22 +242,24 @@ def run(args) -> None:
     n_params = sum(t.numel() for t in model.parameters())
     print(
         f"device {args.device}, {torch.get_num_threads()} threads, precision {args.precision}, "
-        f"{label}: {n_params:,} parameters, {p.n_features} features"
+        f"{label}: {n_params:,} parameters, {p.n_features} features, backends {', '.join(args.backends)}"
     )
     if decoder is not None:
         print(f"decoder: {decoder.description}")
+    runners = {name: backends.from_model(model, p, name, args.threads) for name in args.backends}
     rows, repeats = [], Repeats(args.warmup, args.iterations)
     for duration in args.durations:
         for batch in args.batch_sizes:
-            times = time_forward(model, p, batch, duration, repeats, decoder)
-            rows.append(summarise(label, batch, duration, times))
-            print(f"  batch {batch:3d} x {duration:g} s: {rows[-1]['avg_ms']:.1f} ms", flush=True)
+            for name, runner in runners.items():
+                times = time_forward(runner, p, batch, duration, repeats, decoder)
+                rows.append(summarise(label, batch, duration, times, name))
+                print(f"  {name:12s} batch {batch:3d} x {duration:g} s: {rows[-1]['avg_ms']:.1f} ms", flush=True)
     if args.full:
-        full_p = params.make({"precision": args.precision})
-        full = DeepSpeech2(full_p).to(args.device).eval()
-        times = time_forward(full, full_p, 1, 2.0, Repeats(warmup=0, iterations=1))
-        rows.append(summarise("full size (defaults)", 1, 2.0, times))
-    print(markdown_table(rows))
+        rows += time_full_size(args)
+    print(markdown_table(add_ratios(rows, ("model", "batch", "duration_s"))))
+    split_rows = decode_split(args, runners, label) if args.data_dir else []
+    if split_rows:
+        print(split_table(add_ratios(split_rows, ("model",))))
     if args.json:
         setup = {
             "device": str(args.device),
@@ -197,8 +267,48 @@ def run(args) -> None:
             "precision": args.precision,
             "parameters": n_params,
             "decoder": decoder.description if decoder is not None else None,
+            "backends": args.backends,
         }
-        results.write_json(args.json, {**setup, "params": p.to_dict(), "rows": rows})
+        results.write_json(args.json, {**setup, "params": p.to_dict(), "rows": rows, "split_rows": split_rows})
+
+
+def time_full_size(args) -> list[dict]:
+    """The full-size model (default params, random weights) at batch 1 x --full-durations on every backend."""
+    full_p = params.make({"precision": args.precision})
+    torch.manual_seed(full_p.seed)
+    full = DeepSpeech2(full_p).to(args.device).eval()
+    rows = []
+    for name in args.backends:
+        runner = backends.from_model(full, full_p, name, args.threads)
+        for duration in args.full_durations:
+            times = time_forward(runner, full_p, 1, duration, Repeats(warmup=1, iterations=args.iterations))
+            rows.append(summarise("full size (defaults)", 1, duration, times, name))
+            print(f"  full size {name:12s} batch 1 x {duration:g} s: {rows[-1]['avg_ms']:.1f} ms", flush=True)
+    return rows
+
+
+def decode_split(args, runners: dict, label: str) -> list[dict]:
+    """Each backend's greedy WER and throughput (data loading and decoding included) over the split."""
+    runner = next(iter(runners.values()))
+    loader.check_features(args.data_dir, runner.p)
+    split = inference.split_for(runner, args.data_dir, args.split)
+    rows = []
+    for name, runner in runners.items():
+        result = inference.evaluate_split(runner, split, args.split_batch_size, num_workers=0)
+        rows.append(
+            {
+                "model": label,
+                "backend": name,
+                "split": args.split,
+                "wer": result.counts.wer,
+                "utterances": result.utterances,
+                "audio_s": result.audio_s,
+                "seconds": result.seconds,
+                "audio_s_per_s": result.audio_s / result.seconds,
+            }
+        )
+        print(f"  {name:12s} {args.split}: WER {result.counts.wer:.2f}% in {result.seconds:.1f} s", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

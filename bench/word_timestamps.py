@@ -125,7 +125,7 @@ def run(args) -> None:
             samples, truth = speak_sentence(text, rng, f"s{number}")
             path = Path(tmp) / f"{number}.flac"
             soundfile.write(path, samples, RATE, format="FLAC", subtype="PCM_16")
-            features = transcribe.features_of(path, p)
+            features = transcribe.features_of(path, p, model.feature_stats())
             log_probs = transcribe.log_probs_of(model, features, "cpu")
             hypothesis, _, words = transcribe.timed_transcript(log_probs, decoder, clock, len(samples) / RATE)
             exact += hypothesis.split() == text.split()

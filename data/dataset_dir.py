@@ -5,6 +5,8 @@
     LibriSpeech/<subset>/<spk>/<chap>/  extracted audio and transcripts, exactly as in the archive
     features/<subset>/<spk>-<chap>.npy  float16 array (frames of all utterances of the chapter, n_features)
     features/features.json              the feature config the shards were made with
+    features/<subset>/statistics.json   the subset's frame count and per-bin sums and sums of squares of its
+                                        stored features (float64; data.normalization; normalization=global)
     manifests/<name>.jsonl              one row per utterance (data.manifest), ascending (duration, id);
                                         <name> is a subset or a split (train, val, test: the merge of its subsets)
     checksums/<subset>.sha256           sha256sum-format record of every file of the subset (audio,
@@ -49,6 +51,7 @@ CHECKSUMS = "checksums"
 STATE = ".state"
 LM = "lm"
 FEATURE_CONFIG = f"{FEATURES}/features.json"
+FEATURE_SUMS = "statistics.json"  # in features/<subset>/, beside its shards
 LOCK = ".lock"
 
 
@@ -95,6 +98,11 @@ def shard_of(chapter: str) -> str:
     """LibriSpeech/<subset>/<spk>/<chap> -> features/<subset>/<spk>-<chap>.npy (relative paths)."""
     _, subset, speaker, chap = PurePosixPath(chapter).parts
     return f"{FEATURES}/{subset}/{speaker}-{chap}.npy"
+
+
+def feature_sums_of(subset: str) -> str:
+    """features/<subset>/statistics.json (relative): what combines into a split's feature statistics."""
+    return f"{FEATURES}/{subset}/{FEATURE_SUMS}"
 
 
 def manifest_of(name: str) -> str:
@@ -148,6 +156,9 @@ class DatasetDir:
 
     def features(self, subset: str) -> Path:
         return self.root / FEATURES / subset
+
+    def feature_sums(self, subset: str) -> Path:
+        return self.root / feature_sums_of(subset)
 
     def manifest(self, name: str) -> Path:
         return self.root / manifest_of(name)

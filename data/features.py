@@ -145,6 +145,26 @@ def extract(waveform: torch.Tensor, p: Params) -> torch.Tensor:
     return _log1p_magnitude(spec).transpose(-1, -2)
 
 
+def padding(p: Params) -> int:
+    """Samples extract() reflect-pads at each end of a waveform (its frames are centred)."""
+    return p.n_fft // 2
+
+
+def spectrogram_frames(padded: torch.Tensor, p: Params) -> torch.Tensor:
+    """Samples (L,) already padded as extract() pads them -> the spectrogram frames (T, F) they hold whole,
+    T = 1 + (L - n_fft) // hop: extract()'s frames of any stretch of its padded waveform (streaming)."""
+    spec = torch.stft(
+        padded.to(torch.float32),
+        n_fft=p.n_fft,
+        hop_length=p.hop_length,
+        win_length=p.n_fft,
+        window=_window(p.window, p.n_fft, str(padded.device)),
+        center=False,
+        return_complex=True,
+    )
+    return _log1p_magnitude(spec).transpose(-1, -2)
+
+
 def frame_count(samples: int, p: Params) -> int:
     """Frames extract() makes from `samples` samples (known from the audio header alone)."""
     return 1 + samples // p.hop_length

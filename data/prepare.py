@@ -2,7 +2,8 @@
 
 Per subset: chapters are processed in parallel (one chapter's audio in memory per worker), each
 writing features/<subset>/<spk>-<chap>.npy; then manifests/<subset>.jsonl (ascending duration,
-ties by id), checksums/<subset>.sha256 and .state/prepare-<subset>.done; finally the split
+ties by id), the subset's feature sums (data.normalization: what normalization=global's statistics
+are made of), checksums/<subset>.sha256 and .state/prepare-<subset>.done; finally the split
 manifests manifests/{train,val,test}.jsonl are rebuilt from every prepared subset.
 The layout is data.dataset_dir's, the manifest row data.manifest's.
 """
@@ -20,7 +21,7 @@ import torch
 
 import exit_status
 import params
-from data import dataset_dir, workers
+from data import dataset_dir, normalization, workers
 from data.dataset_dir import DatasetDir, DatasetError, command_line
 from data.features import extract, frame_count
 from data.files import save_npy_atomically, sha256_file, write_atomically, write_if_changed
@@ -45,6 +46,8 @@ class ChapterResult:
     rows: list[dict]
     hashes: list[tuple[str, str]]  # (path relative to data_dir, sha256)
     audio_seconds: float
+    chapter: str
+    sums: normalization.FeatureSums  # of the chapter's stored (float16) frames
 
 
 # ---------------------------------------------------------------- one chapter's inputs
@@ -129,7 +132,8 @@ def process_chapter(task: ChapterTask) -> ChapterResult:
     save_npy_atomically(root / shard, frames)
     # sha256 read back from the page cache: cheaper than np.save into memory, which copies the array twice.
     hashes.append((shard, sha256_file(root / shard)))
-    return ChapterResult(rows, hashes, sum(r["duration"] for r in rows))
+    sums = normalization.FeatureSums.of(frames)
+    return ChapterResult(rows, hashes, sum(r["duration"] for r in rows), task.chapter, sums)
 
 
 def _init_worker() -> None:
@@ -198,15 +202,21 @@ def prepare_subset(dataset: DatasetDir, subset: str, p: params.Params, jobs: int
         for stale in features_dir.glob(".*.tmp.*"):
             stale.unlink()
     tasks = [ChapterTask(str(dataset.root), chapter, p) for chapter in find_chapters(dataset.root, subset)]
-    rows, hashes = [], []
+    rows, hashes, sums = [], [], {}
     for result in _run_chapters(tasks, jobs, subset):
         rows.extend(result.rows)
         hashes.extend(result.hashes)
+        sums[result.chapter] = result.sums
     rows.sort(key=row_key)
     manifest = dataset_dir.manifest_of(subset)
     check_rows(rows, where=str(dataset.path(manifest)))  # what every reader will check: before it is written
     write_atomically(dataset.path(manifest), "".join(map(row_line, rows)))
     hashes.append((manifest, sha256_file(dataset.path(manifest))))
+    total = normalization.FeatureSums.zeros(p.n_features)
+    for chapter in sorted(sums):  # a fixed order: float64 sums then never depend on which worker finished first
+        total = total + sums[chapter]
+    recorded = normalization.write_sums(dataset, subset, total)
+    hashes.append((recorded, sha256_file(dataset.path(recorded))))
     hashes.append((dataset_dir.FEATURE_CONFIG, sha256_file(dataset.feature_config)))
     write_atomically(dataset.checksums(subset), dataset_dir.checksum_text(hashes))
     dataset.mark("prepare", subset)

@@ -3,11 +3,13 @@ benchmark's metric) or a beam search with an optional word n-gram LM (pytorch.de
 
     python -m pytorch.evaluate --checkpoint results/checkpoints/best.pt --data-dir LibriSpeech_dataset --split test
     python -m pytorch.evaluate --checkpoint best.pt --split test --decoder beam --lm lm.arpa --lm-weight 0.8
+    python -m pytorch.evaluate --checkpoint best.onnx --split test --backend onnxruntime
 
 The parameters (model shape, features) come from the checkpoint; the dataset's features.json must
 match them. Decoding and error counting are the trainer's own (pytorch.inference), so the WER
 printed here for the validation split with the greedy decoder is the one the trainer logged for that
-checkpoint. The time and throughput printed include decoding.
+checkpoint. --backend runs the model in ONNX Runtime or OpenVINO instead (pytorch.backends); only the
+forward pass changes, so the WER is the same on every backend. The time and throughput printed include decoding.
 Exit status (exit_status.py): 0 done, 1 a missing or unusable checkpoint, manifest, features or LM, or
 a predictions file that cannot be written, 2 bad usage.
 """
@@ -20,7 +22,7 @@ import torch
 
 import exit_status
 import params
-from pytorch import decoders, inference, loader, results
+from pytorch import backends, decoders, inference, loader, results
 
 
 def report(result: inference.SplitResult, split: str, decoder: str = "greedy") -> str:
@@ -53,7 +55,10 @@ def parse_args(argv):
         "checkpoint, manifest, features or LM, 2 bad usage.",
     )
     parser.add_argument(
-        "--checkpoint", required=True, type=Path, help="a .pt written by training (checkpoints/best.pt or last.pt)"
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="a .pt written by training (checkpoints/best.pt or last.pt), or an .onnx from pytorch.export",
     )
     parser.add_argument(
         "--data-dir", type=Path, default=loader.default_data_dir(), help="prepared dataset (default: %(default)s)"
@@ -74,8 +79,14 @@ def parse_args(argv):
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"
     )
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads of torch or the ONNX runtime (default: its own choice)"
+    )
+    backends.add_argument(parser)
     decoders.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads {args.threads}: must be at least 1")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be at least 1")
     if args.num_workers is not None and args.num_workers < 0:
@@ -85,17 +96,17 @@ def parse_args(argv):
 
 def run(args) -> None:
     config = decoders.config_from_args(args)
-    model, p = inference.load_model(args.checkpoint, args.device, args.precision)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = backends.load(args.checkpoint, args.backend, args.device, args.precision, args.threads)
+    p = model.p
     loader.check_features(args.data_dir, p)
     decoder = decoders.make_decoder(config)
     batch_size = args.batch_size or p.micro_batch(1)  # as training validates: never a whole global batch at once
     workers = p.num_workers if args.num_workers is None else args.num_workers
-    split = loader.open_split(args.data_dir, args.split)
+    split = inference.split_for(model, args.data_dir, args.split)
     result = inference.evaluate_split(model, split, batch_size, workers, decoder)
-    print(
-        f"checkpoint: {args.checkpoint} ({sum(t.numel() for t in model.parameters()):,} parameters, "
-        f"precision {p.precision})"
-    )
+    print(f"checkpoint: {args.checkpoint} (backend {model.name}, precision {p.precision})")
     print(report(result, args.split, decoder.description))
     if args.predictions:
         rows = [{"id": i, "reference": ref, "hypothesis": hyp} for i, ref, hyp in result.predictions]

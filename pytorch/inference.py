@@ -50,6 +50,18 @@ def load_model(path, device, precision_override: str | None = None) -> tuple[Dee
 GREEDY = GreedyDecoder()
 
 
+def split_for(model, data_dir, name: str) -> loader.Split:
+    """The prepared split `name`, normalised as `model` (a DeepSpeech2 or a pytorch.backends Runner) was
+    trained: with its training set's statistics (normalization=global) or per utterance."""
+    return loader.open_split(data_dir, name, stats=model.feature_stats())
+
+
+def device_of(model) -> torch.device:
+    """The device a model, or a pytorch.backends Runner (which says it), computes on."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
+
+
 @torch.no_grad()
 def decode_batch(model, features: torch.Tensor, lengths: torch.Tensor, decoder: Decoder = GREEDY) -> list[str]:
     """Padded features (N, F, T) on the model's device, true lengths (N,) -> N transcripts (greedy
@@ -63,8 +75,11 @@ def evaluate(
     model, data_loader, world: World, decoder: Decoder = GREEDY
 ) -> tuple[ErrorCounts, list[tuple[str, str, str]]]:
     """Decode every batch of data_loader (this rank's shard; greedy unless another decoder is given) ->
-    (ErrorCounts summed over ranks, predictions (id, reference, hypothesis) of all ranks, rank 0's first)."""
-    model.eval()
+    (ErrorCounts summed over ranks, predictions (id, reference, hypothesis) of all ranks, rank 0's first).
+
+    `model` is a DeepSpeech2 (set to eval mode here) or a pytorch.backends Runner."""
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     counts, predictions = ErrorCounts(), []
     for batch in data_loader:
         features = batch.features.to(world.device, non_blocking=True)
@@ -99,8 +114,8 @@ def evaluate_split(
     model, split: loader.Split, batch_size: int, num_workers: int, decoder: Decoder = GREEDY
 ) -> SplitResult:
     """Decode every utterance of the split in length-ordered batches, on the model's device (greedy
-    unless another decoder is given)."""
-    world = distributed.single(next(model.parameters()).device)
+    unless another decoder is given). `model`: a DeepSpeech2 or a pytorch.backends Runner."""
+    world = distributed.single(device_of(model))
     cuda = world.device.type == "cuda"
     data_loader = _split_loader(split, batch_size, num_workers, cuda)
     start = time.perf_counter()
@@ -130,8 +145,9 @@ class Emission:
 def split_emissions(model, split: loader.Split, batch_size: int, num_workers: int) -> tuple[list[Emission], float]:
     """The log-probabilities of every utterance of the split -> (emissions in batch order, seconds the
     forward passes took, data loading included)."""
-    device = next(model.parameters()).device
-    model.eval()
+    device = device_of(model)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     manifest = split.manifest
     durations = {manifest.id(i): float(manifest.duration[i]) for i in range(len(manifest))}
     emissions = []

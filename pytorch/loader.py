@@ -27,6 +27,7 @@ from data import labels
 from data.dataset_dir import DatasetDir, DatasetError
 from data.dataset_dir import default_data_dir as default_data_dir  # re-exported: the trainer's --data-dir default
 from data.manifest import Manifest
+from data.normalization import FeatureStats, normalise, split_stats
 from params import Params
 from pytorch.augment import Augmentation
 from pytorch.distributed import World
@@ -34,7 +35,6 @@ from pytorch.model import output_lengths
 
 OPEN_SHARDS = 256  # memory maps kept open per process; each holds a file descriptor
 CHARS_PER_SECOND = 15  # about LibriSpeech's speaking rate
-MIN_STD = 1e-5  # floor of the normalising std, so a silent (constant) utterance gives zeros, not NaN
 
 
 class LoaderError(DatasetError):
@@ -60,12 +60,6 @@ def check_features(data_dir, p: Params) -> None:
     )
 
 
-def normalise(features: torch.Tensor) -> torch.Tensor:
-    """(F, T) -> (F, T) with zero mean and unit std over the whole utterance (the reference's
-    single mean and std); the std is floored so a silent utterance gives zeros, not NaN."""
-    return (features - features.mean()) / features.std().clamp(min=MIN_STD)
-
-
 class Utterance(NamedTuple):
     features: torch.Tensor  # (F, T) float32, normalised
     labels: torch.Tensor  # (L,) int64
@@ -76,16 +70,20 @@ class Utterance(NamedTuple):
 class UtteranceDataset(Dataset):
     """Key (i, epoch) -> Utterance of manifest row i.
 
-    Features are normalised by the utterance's single mean and std, as the reference did.
+    Features are normalised by the utterance's single mean and std, as the reference did, or with
+    `stats` (normalization=global: the training set's per-bin statistics) by those.
     Transcripts are encoded once here, so a bad character fails before training starts.
     With an augmentation (a training split), a key with an epoch gets that epoch's augmented
     features; epoch None (evaluation) always gets the features as stored.
     """
 
-    def __init__(self, data_dir, manifest: Manifest, augmentation: Augmentation | None = None):
+    def __init__(
+        self, data_dir, manifest: Manifest, augmentation: Augmentation | None = None, stats: FeatureStats | None = None
+    ):
         self.data_dir = Path(data_dir)
         self.manifest = manifest
         self.augmentation = augmentation
+        self.stats = stats
         self._check_transcripts()
         self._shards: OrderedDict[int, np.ndarray] = OrderedDict()
         self._pid = os.getpid()
@@ -113,7 +111,7 @@ class UtteranceDataset(Dataset):
         augment = self.augmentation is not None and epoch is not None
         if augment:
             features = self.augmentation.before_normalising(features, utterance_id, epoch)
-        features = normalise(features)
+        features = normalise(features, self.stats)
         if augment:
             features = self.augmentation.after_normalising(features, utterance_id, epoch)
         # Labels from the manifest's flat transcript bytes, per item: no per-row object to copy on access.
@@ -167,9 +165,16 @@ class Split:
         return len(self.manifest)
 
 
-def open_split(data_dir, name: str, max_duration: float = 0.0, augmentation: Augmentation | None = None) -> Split:
-    """manifests/<name>.jsonl as a Split, optionally without its utterances longer than max_duration s
-    and with an augmentation of its training items (keys with an epoch)."""
+def open_split(
+    data_dir,
+    name: str,
+    max_duration: float = 0.0,
+    augmentation: Augmentation | None = None,
+    stats: FeatureStats | None = None,
+) -> Split:
+    """manifests/<name>.jsonl as a Split, optionally without its utterances longer than max_duration s,
+    with an augmentation of its training items (keys with an epoch), and normalised by `stats`
+    (None: per utterance; a normalization=global model's evaluation passes model.feature_stats())."""
     path = manifest_path(data_dir, name)
     manifest = Manifest.read(path)
     if max_duration > 0:
@@ -177,12 +182,14 @@ def open_split(data_dir, name: str, max_duration: float = 0.0, augmentation: Aug
     if len(manifest) == 0:
         limit = f" of at most max_duration={max_duration} s" if max_duration > 0 else ""
         raise LoaderError(f"{path}: no utterances{limit}")
-    return Split(name, manifest, UtteranceDataset(data_dir, manifest, augmentation))
+    return Split(name, manifest, UtteranceDataset(data_dir, manifest, augmentation, stats))
 
 
 def open_training_split(data_dir, p: Params) -> Split:
-    """The run's training split: p.train_manifest without utterances over p.max_duration, augmented as p says."""
-    return open_split(data_dir, p.train_manifest, p.max_duration, Augmentation.from_params(p))
+    """The run's training split: p.train_manifest without utterances over p.max_duration, augmented as p says,
+    normalised as p.normalization says (global: the split's recorded statistics, data.normalization)."""
+    stats = split_stats(data_dir, p.train_manifest) if p.normalization == "global" else None
+    return open_split(data_dir, p.train_manifest, p.max_duration, Augmentation.from_params(p), stats)
 
 
 def global_batches(n_rows: int, batch_size: int, shuffle: bool, seed: int, epoch: int) -> list[list[int]]:

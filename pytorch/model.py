@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from data.labels import LABELS
+from data.normalization import FeatureStats
 from params import Params
 from pytorch import precision
 from pytorch.batchnorm import masked_batch_norm
@@ -150,6 +151,30 @@ class DeepSpeech2(nn.Module):
         self.fc = nn.Sequential(nn.BatchNorm1d(p.hidden_size), nn.Linear(p.hidden_size, len(LABELS), bias=False))
         # Set by the trainer when several CUDA processes train: batch statistics over all ranks.
         self.sync_batchnorm = False
+        if p.normalization == "global":
+            # The training set's per-bin statistics travel in the checkpoint (state_dict), so that
+            # inference and streaming normalise as training did from the model alone. The trainer
+            # fills them (set_feature_stats); forward() never uses them: its input is normalised.
+            self.register_buffer("feature_mean", torch.zeros(p.n_features))
+            self.register_buffer("feature_std", torch.ones(p.n_features))
+
+    def feature_stats(self) -> FeatureStats | None:
+        """The per-bin statistics its input is normalised with (normalization=global), else None."""
+        if not hasattr(self, "feature_mean"):
+            return None
+        return FeatureStats(
+            self.feature_mean.detach().float().cpu().clone(), self.feature_std.detach().float().cpu().clone()
+        )
+
+    @torch.no_grad()
+    def set_feature_stats(self, stats: FeatureStats) -> None:
+        """Record the training set's statistics (normalization=global models only); ValueError otherwise."""
+        if not hasattr(self, "feature_mean"):
+            raise ValueError("this model normalises per utterance (normalization=utterance): it keeps no statistics")
+        if stats.n_features != self.n_features:
+            raise ValueError(f"feature stats of {stats.n_features} bins for a model of n_features={self.n_features}")
+        self.feature_mean.copy_(stats.mean)
+        self.feature_std.copy_(stats.std)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (N, F, T), lengths (N,) -> (log-probs (T', N, 29) float32, out_lengths (N,)).

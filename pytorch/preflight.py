@@ -13,6 +13,7 @@ import torch
 
 import params
 from data.dataset_dir import DatasetDir
+from data.normalization import split_stats
 from exit_status import ExitStatus, Failure
 from pytorch import checkpoint, loader, precision, results
 from pytorch.distributed import World
@@ -52,13 +53,16 @@ def check_device(p: params.Params, device: torch.device) -> precision.RecurrentK
 
 def check_data(data_dir, p: params.Params) -> None:
     """The prepared dataset: not being downloaded or prepared right now (its lock; the run takes it
-    again for good), its features made with p's feature knobs, its two manifests there."""
+    again for good), its features made with p's feature knobs, its two manifests there, and for
+    normalization=global the training set's feature statistics."""
     if not data_dir.is_dir():
         raise Failure(f"--data-dir {data_dir}: no such directory; prepare the data first with ./download_dataset.sh")
     with DatasetDir(data_dir).lock("a training run's checks", shared=True):
         loader.check_features(data_dir, p)
         for name in (p.train_manifest, p.val_manifest):
             loader.manifest_path(data_dir, name)
+        if p.normalization == "global":  # the training set's statistics, recorded at preparation
+            split_stats(data_dir, p.train_manifest)
 
 
 def check_run(run: RunOptions, device: torch.device, main: bool = True) -> Checked:

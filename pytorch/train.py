@@ -306,9 +306,12 @@ def timed_run(run: RunOptions, world: World, checked: preflight.Checked, log: ML
         log.event("cache_clear", True)
         log.start("init_start")
     train_split = loader.open_training_split(run.data_dir, p)  # augmented as p says; validation never is
-    val_split = loader.open_split(run.data_dir, p.val_manifest)
+    stats = train_split.dataset.stats  # normalization=global: the training set's, for validation too
+    val_split = loader.open_split(run.data_dir, p.val_manifest, stats=stats)
     batches = loader.TrainingBatches(train_split, p, world)
     trainer = build_trainer(p, world, batches.steps() * p.epochs, checked.recurrent)
+    if stats is not None:  # kept in every checkpoint, so the model alone says how to normalise its input
+        trainer.model.set_feature_stats(stats)
     state = RunState()
     if saved is not None:
         state = checkpoint.restore(saved, trainer.model, trainer.optimizer, trainer.scaler)

@@ -28,8 +28,9 @@ import exit_status
 import params
 from data import labels
 from data.features import FeatureError, extract
+from data.normalization import FeatureStats, normalise
 from exit_status import ExitStatus
-from pytorch import align, alignment_plot, decoders, inference, loader
+from pytorch import align, alignment_plot, backends, decoders, inference, streaming
 
 
 class AudioError(exit_status.Failure):
@@ -48,13 +49,14 @@ def read_audio(path, sample_rate: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mono))
 
 
-def features_of(path, p: params.Params) -> torch.Tensor:
-    """Audio file -> normalised model input (F, T)."""
+def features_of(path, p: params.Params, stats: FeatureStats | None = None) -> torch.Tensor:
+    """Audio file -> model input (F, T), normalised per utterance, or by the model's `stats`
+    (normalization=global: model.feature_stats())."""
     try:
         frames = extract(read_audio(path, p.sample_rate), p)  # (T, F)
     except FeatureError as err:
         raise AudioError(f"{path}: {err}") from None
-    return loader.normalise(frames.t())
+    return normalise(frames.t(), stats)
 
 
 @torch.inference_mode()
@@ -91,7 +93,9 @@ def parse_args(argv):
         "alignment. Exit status: 0 all files transcribed, 1 a file, the checkpoint or the LM could not be used, "
         "2 bad usage.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt written by training")
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, help="a .pt written by training, or an .onnx from pytorch.export"
+    )
     parser.add_argument("audio", nargs="+", type=Path, metavar="AUDIO", help="audio files to transcribe")
     parser.add_argument(
         "--precision", choices=params.choices("precision"), help="autocast (default: the checkpoint's; fp16 needs CUDA)"
@@ -110,6 +114,16 @@ def parse_args(argv):
         metavar="FILE.png",
         help="draw the spectrogram, the label posteriors and the word boundaries (one AUDIO file only)",
     )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream each file in --chunk-ms chunks (a unidirectional normalization=global model, greedy, torch "
+        "backend): partial transcripts on stderr as the audio arrives, the final line on stdout (pytorch.streaming)",
+    )
+    parser.add_argument(
+        "--chunk-ms", type=float, default=100.0, help="with --stream: milliseconds of audio per chunk (default 100)"
+    )
+    backends.add_argument(parser)
     decoders.add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -122,18 +136,23 @@ def check_usage(args) -> decoders.DecoderConfig:
             raise exit_status.UsageError(f"--plot {args.plot}: draws one file; {len(args.audio)} AUDIO files given")
         if args.plot.suffix.lower() != ".png":
             raise exit_status.UsageError(f"--plot {args.plot}: must name a .png file")
+    if args.stream:
+        streaming.check_options(args.backend, config.kind, args.timestamps or args.plot is not None)
     return config
 
 
 def run(args) -> ExitStatus:
     config = check_usage(args)
-    model, p = inference.load_model(args.checkpoint, args.device, args.precision)
+    model = backends.load(args.checkpoint, args.backend, args.device, args.precision)
+    p = model.p
+    if args.stream:
+        return streaming.transcribe_files(model.model, p, args.audio, args.chunk_ms, read_audio, (AudioError,))
     decoder = decoders.make_decoder(config)
     clock = align.FrameClock.of(p)
     status = ExitStatus.OK
     for path in args.audio:
         try:
-            features = features_of(path, p)
+            features = features_of(path, p, model.feature_stats())
             if not (args.timestamps or args.plot):
                 print(f"{path}\t{transcribe(model, features, args.device, decoder)}", flush=True)
                 continue

@@ -172,7 +172,7 @@ def run(args) -> None:
     model, p = inference.load_model(args.checkpoint, args.device, args.precision)
     loader.check_features(args.data_dir, p)
     beam = decoders.make_decoder(decoders.DecoderConfig("beam", options, args.lm, args.lexicon))
-    split = loader.open_split(args.data_dir, args.split)
+    split = inference.split_for(model, args.data_dir, args.split)
     batch_size = args.batch_size or p.micro_batch(1)
     workers = p.num_workers if args.num_workers is None else args.num_workers
     emissions, forward_s = inference.split_emissions(model, split, batch_size, workers)

@@ -84,6 +84,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 echo "setup: installing torch==2.13.0 and the pinned requirements"
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -r requirements.txt -r requirements-test.txt
+.venv/bin/python -m pip install -q -r requirements.txt -r requirements-deploy.txt -r requirements-test.txt
 .venv/bin/python -m pip install -q --no-deps -e .
 echo "setup: done (.venv ready)"
