@@ -246,7 +246,7 @@ def run(args) -> None:
     )
     if decoder is not None:
         print(f"decoder: {decoder.description}")
-    runners = {name: backends.from_model(model, p, name, args.threads) for name in args.backends}
+    runners = backends.from_model(model, p, args.backends, args.threads)
     rows, repeats = [], Repeats(args.warmup, args.iterations)
     for duration in args.durations:
         for batch in args.batch_sizes:
@@ -278,8 +278,7 @@ def time_full_size(args) -> list[dict]:
     torch.manual_seed(full_p.seed)
     full = DeepSpeech2(full_p).to(args.device).eval()
     rows = []
-    for name in args.backends:
-        runner = backends.from_model(full, full_p, name, args.threads)
+    for name, runner in backends.from_model(full, full_p, args.backends, args.threads).items():
         for duration in args.full_durations:
             times = time_forward(runner, full_p, 1, duration, Repeats(warmup=1, iterations=args.iterations))
             rows.append(summarise("full size (defaults)", 1, duration, times, name))

@@ -13,7 +13,6 @@ checked), or an exported .onnx file for the ONNX ones.
 import argparse
 import dataclasses
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -168,24 +167,23 @@ def load(path, backend: str = "torch", device="cpu", precision: str | None = Non
         if not path.is_file():
             raise BackendError(f"{path}: no such file")
         return ONNX_RUNNERS[backend](path, *read_onnx_metadata(path), threads=threads)
-    return from_model(*inference.load_model(path, "cpu", "fp32"), backend, threads)
+    return from_model(*inference.load_model(path, "cpu", "fp32"), [backend], threads)[backend]
 
 
-def from_model(model, p: params.Params, backend: str, threads: int | None = None):
-    """A Runner of a model in memory on `backend`: itself for torch, else exported (parity checked) and
-    loaded by the runtime."""
-    if backend == "torch":
-        return TorchRunner(model, p)
-    runner_class = ONNX_RUNNERS[backend]
-    _import(backend)  # say it is missing before exporting anything
-    p = dataclasses.replace(p, precision="fp32")
-    stats = model.feature_stats()
-    # Both runtimes read the whole file at load, so the export can go once they have it.
-    with (
-        tempfile.TemporaryDirectory(prefix="ds2-export-") as directory,
-        export.exported(model, p, directory) as onnx_path,
-    ):
-        return runner_class(onnx_path, p, stats, threads=threads)
+def from_model(model, p: params.Params, names, threads: int | None = None) -> dict:
+    """{backend: Runner} of a model in memory on each of `names`: the model itself for torch; for the
+    ONNX backends one export (parity checked) that each runtime loads."""
+    onnx_names = [name for name in names if name != "torch"]
+    for name in onnx_names:
+        _import(name)  # say it is missing before exporting anything
+    runners = {"torch": TorchRunner(model, p)} if "torch" in names else {}
+    if onnx_names:
+        p = dataclasses.replace(p, precision="fp32")
+        stats = model.feature_stats()
+        # The runtimes read the whole file at load, so the export can go once they have it.
+        with export.exported(model, p) as onnx_path:
+            runners |= {name: ONNX_RUNNERS[name](onnx_path, p, stats, threads=threads) for name in onnx_names}
+    return {name: runners[name] for name in names}
 
 
 def add_argument(parser: argparse.ArgumentParser) -> None:

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -88,14 +89,21 @@ def example_inputs(p: Params, batch: int, frames: int, seed: int = 0) -> tuple[t
     return features, lengths
 
 
+def float32_copy(model: DeepSpeech2, p: Params) -> DeepSpeech2:
+    """A float32 copy of `model` on the CPU in eval mode (whatever its precision and device): what the
+    graph computes. The caller's model is left as it was (a torch backend may still be running it)."""
+    copy = DeepSpeech2(dataclasses.replace(p, precision="fp32"))
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
 def export(model: DeepSpeech2, p: Params, out: Path, quantize: str = "none") -> Path:
-    """Write `model` (eval mode, float32, on the CPU; moved there) to `out` as ONNX with METADATA_KEYS,
-    after checking parity with ONNX Runtime, then quantised if asked; nothing is left at `out` if any
-    step fails. -> out."""
+    """Write `model`'s float32 CPU graph to `out` as ONNX with METADATA_KEYS, after checking parity with
+    ONNX Runtime, then quantised if asked; nothing is left at `out` if any step fails. -> out."""
     import onnx  # noqa: PLC0415 (deployment-only dependency)
 
-    model = model.float().cpu().eval()
     p = dataclasses.replace(p, precision="fp32")  # what the graph computes in
+    model = float32_copy(model, p)
     # Trace with a batch of two uneven lengths, so the masking is traced in general form.
     features, lengths = example_inputs(p, 2, 200)
     with replacing(out, suffix=".onnx") as tmp:
@@ -168,16 +176,14 @@ def check_parity(model: DeepSpeech2, p: Params, path: Path) -> float:
 
 
 @contextlib.contextmanager
-def exported(model: DeepSpeech2, p: Params, directory: Path):
-    """A temporary ONNX file of `model` in `directory` for the life of the block (for runtimes that
-    load a file: pytorch.backends on a checkpoint)."""
-    path = Path(directory) / "model.onnx"
-    with contextlib.redirect_stdout(sys.stderr):  # the parity line is a note, not a command's output
-        export(model, p, path)
-    try:
+def exported(model: DeepSpeech2, p: Params):
+    """A temporary ONNX file of `model` for the life of the block (for runtimes that load a file:
+    pytorch.backends on a checkpoint or a model in memory)."""
+    with tempfile.TemporaryDirectory(prefix="ds2-export-") as directory:
+        path = Path(directory) / "model.onnx"
+        with contextlib.redirect_stdout(sys.stderr):  # the parity line is a note, not a command's output
+            export(model, p, path)
         yield path
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def parse_args(argv):

@@ -11,7 +11,7 @@ import torch
 
 import params
 from pytorch import backends, evaluate, export, inference, transcribe
-from pytorch.model import MIN_FRAMES
+from pytorch.model import MIN_FRAMES, DeepSpeech2
 from tests import trainer_fixtures
 
 ONNX_BACKENDS = ("onnxruntime", "openvino")
@@ -151,3 +151,13 @@ def test_a_global_normalised_model_carries_its_statistics_into_the_export(tmp_pa
         assert torch.equal(runner.feature_stats().mean, stats.mean) and torch.equal(
             runner.feature_stats().std, stats.std
         )
+
+
+def test_several_onnx_backends_share_one_export(setup, monkeypatch):
+    """bench.inference_latency's side-by-side run exports a model once, however many runtimes load it."""
+    _, _, _, p = setup
+    calls = []
+    real = export.export
+    monkeypatch.setattr(export, "export", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    runners = backends.from_model(DeepSpeech2(p).eval(), p, list(backends.BACKENDS))
+    assert list(runners) == list(backends.BACKENDS) and len(calls) == 1

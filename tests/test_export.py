@@ -101,3 +101,14 @@ def test_int8_quantisation_keeps_the_metadata_and_runs(exported, tmp_path):
         expected, _ = model(features, lengths)
     # Quantised: close to the float model's log-probabilities, not equal to them.
     assert got.shape == tuple(expected.shape) and np.abs(got - expected.numpy()).max() < 1.0
+
+
+def test_export_leaves_the_callers_model_as_it_was(tmp_path):
+    """The graph is traced from a float32 CPU copy in eval mode: a model still training, or running on
+    another backend, is not switched to eval mode (or moved) under its owner."""
+    p = params.make({"preset": "tiny"})
+    model = DeepSpeech2(p).train()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    export.export(model, p, tmp_path / "m.onnx")
+    assert model.training
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
