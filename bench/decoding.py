@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 import exit_status
+from data import dataset_dir
 from pytorch import decoders, inference, loader, results
 from pytorch.beam import BeamOptions
 
@@ -82,9 +83,7 @@ def parse_args(argv):
         "Exit status: 0 done, 1 an unusable checkpoint, dataset or LM, 2 bad usage.",
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt written by training")
-    parser.add_argument(
-        "--data-dir", type=Path, default=loader.default_data_dir(), help="prepared dataset (default: %(default)s)"
-    )
+    dataset_dir.add_data_dir_argument(parser)
     parser.add_argument("--split", default="val", help="the split to decode (default: val)")
     parser.add_argument("--lm", type=Path, metavar="FILE", help="word n-gram LM for the third row (default: none)")
     parser.add_argument("--lexicon", type=Path, metavar="FILE", help="the LM's words (default: the ARPA's unigrams)")

@@ -35,6 +35,7 @@ import torch
 import exit_status
 import params
 from bench import loadgen_accuracy
+from data import dataset_dir
 from pytorch import backends, inference, loader
 
 SCENARIOS = ("SingleStream", "Offline", "Server")
@@ -299,9 +300,7 @@ def parse_args(argv):
         "Exit status: 0 done, 1 missing or unusable checkpoint, data, user.conf or model failure, 2 bad usage.",
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="a training checkpoint .pt, or an .onnx")
-    parser.add_argument(
-        "--data-dir", type=Path, default=loader.default_data_dir(), help="prepared dataset (default: %(default)s)"
-    )
+    dataset_dir.add_data_dir_argument(parser)
     parser.add_argument("--split", default="val", help="val, test or any manifests/<name>.jsonl name (default: val)")
     parser.add_argument("--scenario", choices=SCENARIOS, default="Offline", help="LoadGen scenario (default: Offline)")
     parser.add_argument("--mode", choices=MODES, default="performance", help="default: performance")

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import exit_status
+from data import dataset_dir
 from pytorch import loader
 from pytorch.decode import ErrorCounts
 
@@ -101,9 +102,7 @@ def parse_args(argv):
     log = parser.add_mutually_exclusive_group(required=True)
     log.add_argument("--log-dir", type=Path, help=f"a LoadGen output directory holding {ACCURACY_LOG}")
     log.add_argument("--accuracy-log", type=Path, metavar="FILE", help=f"the {ACCURACY_LOG} itself")
-    parser.add_argument(
-        "--data-dir", type=Path, default=loader.default_data_dir(), help="prepared dataset (default: %(default)s)"
-    )
+    dataset_dir.add_data_dir_argument(parser)
     parser.add_argument("--split", default="val", help="the split the log is of (default: val)")
     return parser.parse_args(argv)
 

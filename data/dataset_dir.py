@@ -75,13 +75,14 @@ def default_data_dir() -> Path:
 
 
 def add_data_dir_argument(parser) -> None:
-    """--data-dir as every script takes it: None when not given (then use default_data_dir())."""
-    now = str(default_data_dir()).replace("%", "%%")  # argparse %-formats help texts
+    """--data-dir as every command takes it: a Path, default_data_dir() when not given."""
+    now = default_data_dir()
     parser.add_argument(
         "--data-dir",
         type=Path,
+        default=now,
         help=f"dataset directory (default: ${DATA_DIR_VARIABLE} if set, else LibriSpeech_dataset in the "
-        f"repository, whatever the current directory; now {now})",
+        f"repository, whatever the current directory; now {str(now).replace('%', '%%')})",  # argparse %-formats help
     )
 
 

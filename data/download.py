@@ -463,7 +463,7 @@ def make_config(args: argparse.Namespace, subsets: list[str], lm_files: list[str
     if args.retry_delay < 0 or args.timeout <= 0:
         raise exit_status.UsageError("--retry-delay must be >= 0 and --timeout > 0")
     return Config(
-        args.data_dir or dataset_dir.default_data_dir(),
+        args.data_dir,
         args.mirror,
         md5s,
         args.retries,

@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace, argv: list[str] | None) -> None:
     p = params.parse(args.overrides)
     subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
-    dataset = DatasetDir(args.data_dir or dataset_dir.default_data_dir())
+    dataset = DatasetDir(args.data_dir)
     if not dataset.root.is_dir():
         raise PrepareError(f"--data-dir {dataset.root}: no such directory; download the data first")
     with dataset.lock(command_line("python -m data.prepare", argv)):

@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace, argv: list[str] | None) -> None:
     if args.jobs < 1:
         raise exit_status.UsageError(f"--jobs {args.jobs}: must be at least 1")
-    dataset = DatasetDir(args.data_dir or dataset_dir.default_data_dir())
+    dataset = DatasetDir(args.data_dir)
     if not dataset.root.is_dir():
         print("Dataset Checksum Failed.")
         raise DatasetError(f"--data-dir {dataset.root}: no such directory")

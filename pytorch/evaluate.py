@@ -22,6 +22,7 @@ import torch
 
 import exit_status
 import params
+from data import dataset_dir
 from pytorch import backends, decoders, inference, loader, results
 
 
@@ -60,9 +61,7 @@ def parse_args(argv):
         type=Path,
         help="a .pt written by training (checkpoints/best.pt or last.pt), or an .onnx from pytorch.export",
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=loader.default_data_dir(), help="prepared dataset (default: %(default)s)"
-    )
+    dataset_dir.add_data_dir_argument(parser)
     parser.add_argument("--split", default="val", help="val, test or any manifests/<name>.jsonl name (default: val)")
     parser.add_argument(
         "--batch-size",

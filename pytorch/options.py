@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import params
-from data.dataset_dir import default_data_dir
+from data import dataset_dir
 from pytorch import distributed
 
 
@@ -45,9 +45,7 @@ def trainer_parser() -> argparse.ArgumentParser:
         epilog="Parameters (key=value), defaults from params.py:\n" + params.describe(params.make()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=default_data_dir(), help="prepared dataset (default: %(default)s)"
-    )
+    dataset_dir.add_data_dir_argument(parser)
     parser.add_argument(
         "--results-dir",
         type=Path,
